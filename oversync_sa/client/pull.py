@@ -1,0 +1,282 @@
+"""``pull_to_stable`` (CLIENT.md §7): page bundles up to a frozen ceiling and apply each one.
+
+Each bundle is applied in its own SQLite transaction with foreign keys deferred and capture
+suppressed (apply mode), and the checkpoint is advanced in that same transaction, so the
+checkpoint only ever covers durably applied bundles. A failing bundle rolls back alone; earlier
+bundles of the same call stay applied.
+
+Apply speed: rows are resolved and encoded in Python once, then written with one
+``executemany`` per (table, upsert|delete) group. Rows of one bundle carry the same version
+and keys are independent under deferred FKs, so grouping is safe once duplicate keys are
+collapsed to their last occurrence (the state sequential application would leave).
+
+Deliberate differences from Go: a page with ``has_more`` but no bundles before the ceiling is a
+protocol error (Go loops forever, §12.44); rows of a foreign schema are rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Final
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oversync_sa.client.encoding import (
+    SqlValue,
+    delete_sql,
+    local_key_json,
+    local_pk_from_wire_key,
+    local_pk_to_sql,
+    upsert_sql,
+    wire_payload_to_values,
+)
+from oversync_sa.client.errors import (
+    DestructiveTransitionInProgressError,
+    DirtyStateRejectedError,
+    PendingPushReplayError,
+    ProtocolViolationError,
+    RebuildRequiredError,
+    SourceRecoveryRequiredError,
+)
+from oversync_sa.client.local_schema import SYNC_TIMESTAMP_SQL, fetch_all
+from oversync_sa.client.results import RemoteSyncOutcome, RemoteSyncReport, SyncStatus
+from oversync_sa.client.runtime import ClientRuntime
+from oversync_sa.client.snapshot import ProgressCallback, rebuild_keep_source
+from oversync_sa.client.state import (
+    OperationKind,
+    count_dirty_rows,
+    count_outbox_rows,
+    ensure_connected,
+    load_operation,
+    read_sync_status,
+)
+from oversync_sa.client.triggers import set_apply_mode
+from oversync_sa.client.validation import TableInfo
+from oversync_sa.errors import HistoryPrunedError
+from oversync_sa.wire import Bundle, Op, PullResponse
+
+__all__ = ["apply_bundle", "check_pull_preconditions", "pull_to_stable", "validate_pull_page"]
+
+_log = logging.getLogger("oversync_sa.client.pull")
+
+_OPERATION: Final = "PullToStable()"
+_IN_BATCH: Final = 500
+_UPSERT_ROW_STATE: Final = (
+    "INSERT INTO _sync_row_state (schema_name, table_name, key_json, row_version, deleted,"
+    f" updated_at) VALUES (?, ?, ?, ?, ?, {SYNC_TIMESTAMP_SQL})"
+    " ON CONFLICT (schema_name, table_name, key_json) DO UPDATE SET"
+    " row_version = excluded.row_version, deleted = excluded.deleted,"
+    " updated_at = excluded.updated_at"
+)
+
+
+async def check_pull_preconditions(runtime: ClientRuntime) -> None:
+    """§7.1 steps 1-6, in order, without touching the network."""
+    async with runtime.transaction() as conn:
+        await ensure_connected(runtime, conn, _OPERATION)
+        operation = await load_operation(conn)
+        if operation.kind is OperationKind.SOURCE_RECOVERY:
+            raise SourceRecoveryRequiredError(operation.reason)
+        if operation.kind is not OperationKind.NONE:
+            raise DestructiveTransitionInProgressError(operation.kind.value)
+        (rebuild_row,) = await fetch_all(
+            conn, "SELECT rebuild_required FROM _sync_attachment_state WHERE singleton_key = 1"
+        )
+        if rebuild_row[0]:
+            raise RebuildRequiredError()
+        outbound = await count_outbox_rows(conn)
+        if outbound:
+            raise PendingPushReplayError(outbound)
+        dirty = await count_dirty_rows(conn)
+        if dirty:
+            _log.warning("pull rejected due to local dirty state (%d rows)", dirty)
+            raise DirtyStateRejectedError(dirty)
+
+
+def validate_pull_page(page: PullResponse, after: int) -> None:
+    """The page rules of §7.2; raises :class:`ProtocolViolationError`."""
+
+    def fail(message: str) -> None:
+        raise ProtocolViolationError("pull_request", message)
+
+    stable = page.stable_bundle_seq
+    if stable < 0 or stable < after:
+        fail(f"stable_bundle_seq {stable} is behind requested after_bundle_seq {after}")
+    if page.bundles and stable == 0:
+        fail("missing stable_bundle_seq")
+    previous = after
+    for bundle in page.bundles:
+        if bundle.bundle_seq <= previous or bundle.bundle_seq > stable:
+            fail(f"bundle_seq {bundle.bundle_seq} out of order (after {previous}, stable {stable})")
+        if not bundle.source_id or bundle.source_bundle_id <= 0:
+            fail(f"bundle {bundle.bundle_seq} lacks source_id/source_bundle_id")
+        for row in bundle.rows:
+            if not (row.schema and row.table and row.key) or row.row_version <= 0:
+                fail(f"bundle {bundle.bundle_seq} has an invalid row for {row.table!r}")
+            if row.op is not Op.DELETE and not row.payload:
+                fail(f"bundle {bundle.bundle_seq} {row.op} row for {row.table!r} lacks payload")
+        previous = bundle.bundle_seq
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One resolved row, keyed by (table, key_json) so a later duplicate replaces it."""
+
+    info: TableInfo
+    key_json: str
+    local_pk: str
+    row_version: int
+    values: tuple[SqlValue, ...] | None  # None = delete
+
+
+def _table(runtime: ClientRuntime, schema: str, table: str) -> TableInfo:
+    if schema != runtime.schema:
+        raise ProtocolViolationError(
+            "pull_request", f"row of schema {schema!r} does not belong to {runtime.schema!r}"
+        )
+    try:
+        return runtime.managed.table(table)
+    except KeyError:
+        raise ProtocolViolationError(
+            "pull_request", f"table {table} is not configured for sync"
+        ) from None
+
+
+async def _known_versions(
+    conn: AsyncConnection, schema: str, table: str, keys: list[str]
+) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), _IN_BATCH):
+        batch = keys[start : start + _IN_BATCH]
+        marks = ", ".join("?" for _ in batch)
+        for key_json, version in await fetch_all(
+            conn,
+            "SELECT key_json, row_version FROM _sync_row_state WHERE schema_name = ?"
+            f" AND table_name = ? AND key_json IN ({marks})",
+            (schema, table, *batch),
+        ):
+            found[str(key_json)] = int(version)
+    return found
+
+
+async def apply_bundle(runtime: ClientRuntime, bundle: Bundle) -> int:
+    """Apply one pulled bundle and advance the checkpoint in one transaction (§7.3).
+
+    Returns how many rows were written (rows already at or past their version are skipped).
+    """
+    resolved: dict[tuple[str, str], _Pending] = {}
+    for row in bundle.rows:
+        info = _table(runtime, row.schema, row.table)
+        local_pk = local_pk_from_wire_key(info, row.key)
+        key_json = local_key_json(info, local_pk)
+        values = (
+            None
+            if row.op is Op.DELETE
+            else wire_payload_to_values(info, row.payload, key=local_pk)
+        )
+        pending = _Pending(info, key_json, local_pk, row.row_version, values)
+        resolved[(info.name, key_json)] = pending
+
+    by_table: dict[str, list[_Pending]] = defaultdict(list)
+    for item in resolved.values():
+        by_table[item.info.name].append(item)
+
+    written = 0
+    async with runtime.transaction() as conn:
+        await conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+        await set_apply_mode(conn, True)
+        has_dirty = await count_dirty_rows(conn) > 0
+        for table, rows in by_table.items():
+            known = await _known_versions(conn, runtime.schema, table, [r.key_json for r in rows])
+            # Idempotence: a row already at (or past) this version was applied before.
+            fresh = [r for r in rows if known.get(r.key_json, 0) < r.row_version]
+            if not fresh:
+                continue
+            info = fresh[0].info
+            upserts = [r.values for r in fresh if r.values is not None]
+            deletes = [(local_pk_to_sql(info, r.local_pk),) for r in fresh if r.values is None]
+            if upserts:
+                await conn.exec_driver_sql(upsert_sql(info), upserts)
+            if deletes:
+                await conn.exec_driver_sql(delete_sql(info), deletes)
+            await conn.exec_driver_sql(
+                _UPSERT_ROW_STATE,
+                [(runtime.schema, table, r.key_json, r.row_version, int(r.values is None))
+                 for r in fresh],
+            )
+            if has_dirty:
+                await conn.exec_driver_sql(
+                    "DELETE FROM _sync_dirty_rows WHERE schema_name = ? AND table_name = ?"
+                    " AND key_json = ?",
+                    [(runtime.schema, table, r.key_json) for r in fresh],
+                )
+            written += len(fresh)
+        await conn.exec_driver_sql(
+            "UPDATE _sync_attachment_state SET last_bundle_seq_seen ="
+            " MAX(last_bundle_seq_seen, ?) WHERE singleton_key = 1",
+            (bundle.bundle_seq,),
+        )
+        await set_apply_mode(conn, False)
+    return written
+
+
+async def pull_to_stable(
+    runtime: ClientRuntime, progress: ProgressCallback | None = None
+) -> RemoteSyncReport:
+    """Pull and apply every bundle up to the server's stable seq of the first page (§7.2).
+
+    ``history_pruned`` switches to a keep-source snapshot rebuild (``progress`` reports it).
+    """
+    await check_pull_preconditions(runtime)
+    if runtime.downloads_paused:
+        return RemoteSyncReport(RemoteSyncOutcome.SKIPPED_PAUSED, await _status(runtime))
+    async with runtime.transaction() as conn:
+        (row,) = await fetch_all(
+            conn,
+            "SELECT last_bundle_seq_seen FROM _sync_attachment_state WHERE singleton_key = 1",
+        )
+    after = int(row[0])
+    limit = runtime.config.download_limit
+    target = 0
+    applied = False
+    while True:
+        try:
+            page = await runtime.transport.pull(after, limit, target)
+        except HistoryPrunedError:
+            _log.info("pull after %d hit pruned history; rebuilding from snapshot", after)
+            return await rebuild_keep_source(runtime, progress)
+        validate_pull_page(page, after)
+        if target == 0:
+            target = page.stable_bundle_seq
+        elif page.stable_bundle_seq != target:
+            raise ProtocolViolationError(
+                "pull_request",
+                f"pull response stable bundle seq changed from {target} to"
+                f" {page.stable_bundle_seq}",
+            )
+        for bundle in page.bundles:
+            await apply_bundle(runtime, bundle)
+            applied = True
+            after = bundle.bundle_seq
+        if after >= target:
+            outcome = (
+                RemoteSyncOutcome.APPLIED_INCREMENTAL if applied
+                else RemoteSyncOutcome.ALREADY_AT_TARGET
+            )
+            return RemoteSyncReport(outcome, await _status(runtime))
+        if not page.bundles:
+            raise ProtocolViolationError(
+                "pull_request", f"pull ended before reaching stable bundle seq {target}"
+            )
+        if not page.has_more:
+            raise ProtocolViolationError(
+                "pull_request",
+                f"pull ended early at bundle seq {after} before stable bundle seq {target}",
+            )
+
+
+async def _status(runtime: ClientRuntime) -> SyncStatus:
+    async with runtime.transaction() as conn:
+        return await read_sync_status(conn)

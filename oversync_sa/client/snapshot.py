@@ -1,0 +1,529 @@
+"""Snapshot rebuilds (CLIENT.md §8): download into ``_sync_snapshot_stage``, swap atomically.
+
+A snapshot is paged chunk by chunk into the stage (one transaction per chunk, so memory is
+bounded by ``snapshot_chunk_rows``), then swapped in by :func:`_swap` in one transaction that
+clears the managed tables, applies the staged rows in batches and moves the checkpoint. Any
+failure rolls the swap back completely; only ``rebuild_required = 1`` (set before the download)
+and the stage survive, so push and pull stay blocked until a rebuild succeeds (§12.16).
+
+Entry points:
+
+* :func:`rebuild` - the public ``Rebuild`` (keep source §8.2, or rotate during source
+  recovery §8.3);
+* :func:`rebuild_keep_source` - the pull's reaction to ``history_pruned`` (§7.2);
+* :func:`rebuild_after_pruned_replay` - the push's committed-but-pruned path (§8.5);
+* :func:`finalize_remote_replace` - the ``remote_authoritative`` attach (§8.4).
+
+Difference from Go: the remote replace writes the target attachment and applies the stage in
+the same transaction (§8.4 steps 2-3), so a failed apply keeps the recorded stage and the next
+``attach`` finishes offline instead of re-downloading.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Final
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oversync_sa.client.encoding import (
+    delete_sql,
+    local_key_json,
+    local_payload_to_wire,
+    local_pk_from_key_json,
+    local_pk_from_wire_key,
+    local_pk_to_sql,
+    upsert_sql,
+    wire_payload_to_values,
+)
+from oversync_sa.client.errors import (
+    AttachRequiredError,
+    DirtyStateRejectedError,
+    PendingPushReplayError,
+    ProtocolViolationError,
+    SourceReplacementDivergedError,
+)
+from oversync_sa.client.local_schema import SYNC_TIMESTAMP_SQL, fetch_all
+from oversync_sa.client.results import RemoteSyncOutcome, RemoteSyncReport, RestoreSummary
+from oversync_sa.client.runtime import ClientRuntime
+from oversync_sa.client.state import (
+    BindingState,
+    OperationKind,
+    OperationState,
+    clear_managed_tables,
+    count_dirty_rows,
+    count_outbox_rows,
+    ensure_connected,
+    ensure_source,
+    fresh_source_id,
+    load_attachment,
+    load_operation,
+    read_sync_status,
+    save_attachment,
+    save_operation,
+    set_rebuild_required,
+)
+from oversync_sa.client.triggers import set_apply_mode
+from oversync_sa.client.validation import TableInfo
+from oversync_sa.errors import OversyncError, SourceRetiredError
+from oversync_sa.wire import (
+    SnapshotChunkResponse,
+    SnapshotSession,
+    SnapshotSourceReplacement,
+    SourceReplacementReason,
+)
+
+__all__ = [
+    "ProgressCallback",
+    "finalize_remote_replace",
+    "rebuild",
+    "rebuild_after_pruned_replay",
+    "rebuild_keep_source",
+]
+
+_log = logging.getLogger("oversync_sa.client.snapshot")
+
+#: Called with ``(rows_done, rows_total)`` while a snapshot is staged and once after the swap.
+ProgressCallback = Callable[[int, int], Awaitable[None] | None]
+
+_APPLY_BATCH: Final = 1000
+_UPSERT_ROW_STATE: Final = (
+    "INSERT INTO _sync_row_state (schema_name, table_name, key_json, row_version, deleted,"
+    f" updated_at) VALUES (?, ?, ?, ?, ?, {SYNC_TIMESTAMP_SQL})"
+    " ON CONFLICT (schema_name, table_name, key_json) DO UPDATE SET"
+    " row_version = excluded.row_version, deleted = excluded.deleted,"
+    " updated_at = excluded.updated_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    snapshot_id: str
+    bundle_seq: int
+    row_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class _SwapOptions:
+    """How :func:`_swap` treats source and outbox (§8.1.1)."""
+
+    new_source_id: str = ""
+    preserve_outbox: bool = False
+    clear_source_recovery: bool = False
+    advance_source_bundle_floor: int = 0
+
+
+async def _report(progress: ProgressCallback | None, done: int, total: int) -> None:
+    if progress is None:
+        return
+    outcome = progress(done, total)
+    if inspect.isawaitable(outcome):
+        await outcome
+
+
+# --------------------------------------------------------------------------- download
+
+
+def _validate_session(session: SnapshotSession) -> _Session:
+    problem = ""
+    if not session.snapshot_id:
+        problem = "missing snapshot_id"
+    elif session.snapshot_bundle_seq < 0 or session.row_count < 0 or session.byte_count < 0:
+        problem = "negative snapshot_bundle_seq, row_count or byte_count"
+    elif session.row_count > 0 and session.snapshot_bundle_seq <= 0:
+        problem = "snapshot with rows is missing snapshot_bundle_seq"
+    elif not session.expires_at:
+        problem = "missing expires_at"
+    if problem:
+        raise ProtocolViolationError("snapshot_session_create", problem)
+    return _Session(session.snapshot_id, session.snapshot_bundle_seq, session.row_count)
+
+
+def _validate_chunk(session: _Session, chunk: SnapshotChunkResponse, after: int) -> None:
+    problem = ""
+    if chunk.snapshot_id != session.snapshot_id:
+        problem = f"chunk of snapshot {chunk.snapshot_id!r}, expected {session.snapshot_id!r}"
+    elif chunk.snapshot_bundle_seq != session.bundle_seq:
+        problem = "chunk snapshot_bundle_seq differs from the session's"
+    elif chunk.rows and chunk.snapshot_bundle_seq <= 0:
+        problem = "chunk with rows is missing snapshot_bundle_seq"
+    elif chunk.next_row_ordinal != after + len(chunk.rows):
+        problem = f"next_row_ordinal {chunk.next_row_ordinal} != {after} + {len(chunk.rows)}"
+    elif chunk.has_more and not chunk.rows:
+        problem = "has_more without rows"
+    else:
+        for row in chunk.rows:
+            if not (row.schema and row.table and row.key and row.row_version > 0 and row.payload):
+                problem = f"invalid snapshot row for table {row.table!r}"
+                break
+    if problem:
+        raise ProtocolViolationError("snapshot_chunk_fetch", problem)
+
+
+def _table(runtime: ClientRuntime, schema: str, table: str, operation: str) -> TableInfo:
+    if schema != runtime.schema:
+        raise ProtocolViolationError(
+            operation, f"row of schema {schema!r} does not belong to {runtime.schema!r}"
+        )
+    try:
+        return runtime.managed.table(table)
+    except KeyError:
+        raise ProtocolViolationError(
+            operation, f"table {table} is not configured for sync"
+        ) from None
+
+
+async def _create_session(
+    runtime: ClientRuntime, replacement: SnapshotSourceReplacement | None
+) -> _Session:
+    try:
+        session = await runtime.transport.create_snapshot_session(replacement)
+    except SourceRetiredError as exc:
+        if replacement is None:
+            raise
+        raise SourceReplacementDivergedError(
+            replacement.new_source_id, exc.replaced_by_source_id
+        ) from exc
+    return _validate_session(session)
+
+
+async def _download(
+    runtime: ClientRuntime, session: _Session, progress: ProgressCallback | None
+) -> None:
+    """Page every chunk of ``session`` into the (already empty) stage."""
+    after = 0
+    limit = runtime.config.snapshot_chunk_rows
+    await _report(progress, 0, session.row_count)
+    while True:
+        chunk = await runtime.transport.snapshot_chunk(session.snapshot_id, after, limit)
+        _validate_chunk(session, chunk, after)
+        staged = []
+        for position, row in enumerate(chunk.rows, start=after + 1):
+            info = _table(runtime, row.schema, row.table, "snapshot_chunk_fetch")
+            local_pk = local_pk_from_wire_key(info, row.key)
+            staged.append((
+                session.snapshot_id, position, runtime.schema, info.name,
+                local_key_json(info, local_pk), row.row_version, bytes(row.payload).decode(),
+            ))
+        if staged:
+            async with runtime.transaction() as conn:
+                await conn.exec_driver_sql(
+                    "INSERT INTO _sync_snapshot_stage (snapshot_id, row_ordinal, schema_name,"
+                    " table_name, key_json, row_version, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    staged,
+                )
+        after = chunk.next_row_ordinal
+        await _report(progress, after, session.row_count)
+        if not chunk.has_more:
+            return
+
+
+async def _clear_stage(runtime: ClientRuntime) -> None:
+    async with runtime.transaction() as conn:
+        await conn.exec_driver_sql("DELETE FROM _sync_snapshot_stage")
+
+
+# --------------------------------------------------------------------------- swap
+
+
+async def _apply_stage(
+    runtime: ClientRuntime, conn: AsyncConnection, session: _Session
+) -> int:
+    """Upsert the staged rows in batches (grouped per table for ``executemany``)."""
+    applied = 0
+    after = 0
+    while True:
+        rows = await fetch_all(
+            conn,
+            "SELECT row_ordinal, table_name, key_json, row_version, payload"
+            " FROM _sync_snapshot_stage WHERE snapshot_id = ? AND row_ordinal > ?"
+            " ORDER BY row_ordinal LIMIT ?",
+            (session.snapshot_id, after, _APPLY_BATCH),
+        )
+        if not rows:
+            return applied
+        values: dict[str, list[tuple[object, ...]]] = defaultdict(list)
+        states: list[tuple[object, ...]] = []
+        for _ordinal, table, key_json, row_version, payload in rows:
+            info = runtime.managed.table(str(table))
+            local_pk = local_pk_from_key_json(info, str(key_json))
+            values[info.name].append(wire_payload_to_values(info, str(payload), key=local_pk))
+            states.append((runtime.schema, info.name, key_json, row_version, 0))
+        for table, params in values.items():
+            await conn.exec_driver_sql(upsert_sql(runtime.managed.table(table)), params)
+        await conn.exec_driver_sql(_UPSERT_ROW_STATE, states)
+        applied += len(rows)
+        after = int(rows[-1][0])
+
+
+async def _reapply_outbox(runtime: ClientRuntime, conn: AsyncConnection) -> None:
+    """Re-apply the preserved outbox's local intents over the snapshot (§8.1.1 step 6).
+
+    Local payloads are converted to wire form first (§12.25: Go feeds local hex to the wire
+    decoder and corrupts BLOBs).
+    """
+    for table, key_json, op, local_payload in await fetch_all(
+        conn,
+        "SELECT table_name, key_json, op, local_payload FROM _sync_outbox_rows"
+        " ORDER BY row_ordinal",
+    ):
+        info = runtime.managed.table(str(table))
+        local_pk = local_pk_from_key_json(info, str(key_json))
+        if op == "DELETE" or local_payload is None:
+            await conn.exec_driver_sql(delete_sql(info), (local_pk_to_sql(info, local_pk),))
+        else:
+            wire = local_payload_to_wire(info, str(local_payload), key=local_pk)
+            await conn.exec_driver_sql(
+                upsert_sql(info), wire_payload_to_values(info, wire, key=local_pk)
+            )
+
+
+async def _retarget_source(
+    runtime: ClientRuntime, conn: AsyncConnection, new_source_id: str
+) -> None:
+    await ensure_source(conn, new_source_id)
+    rows = await fetch_all(
+        conn,
+        "SELECT next_source_bundle_id, replaced_by_source_id FROM _sync_source_state"
+        " WHERE source_id = ?",
+        (new_source_id,),
+    )
+    if int(rows[0][0]) != 1 or rows[0][1]:
+        raise OversyncError(
+            f"rotated rebuild requires a fresh source id; {new_source_id} is already in use"
+        )
+    await conn.exec_driver_sql(
+        "UPDATE _sync_source_state SET replaced_by_source_id = ? WHERE source_id = ?",
+        (new_source_id, runtime.source_id),
+    )
+
+
+async def _retarget_outbox(conn: AsyncConnection, target: str) -> None:
+    (state,) = await fetch_all(
+        conn, "SELECT state FROM _sync_outbox_bundle WHERE singleton_key = 1"
+    )
+    if state[0] != "prepared":
+        raise OversyncError(
+            "cannot preserve outbox during source recovery when outbox state is"
+            f" {str(state[0])!r}"
+        )
+    await conn.exec_driver_sql("UPDATE _sync_outbox_rows SET source_bundle_id = 1")
+    await conn.exec_driver_sql(
+        "UPDATE _sync_outbox_bundle SET source_id = ?, source_bundle_id = 1,"
+        " remote_bundle_hash = '', remote_bundle_seq = 0 WHERE singleton_key = 1",
+        (target,),
+    )
+
+
+async def _swap(
+    runtime: ClientRuntime, conn: AsyncConnection, session: _Session, options: _SwapOptions
+) -> None:
+    """§8.1.1 inside ``conn``'s transaction; the caller commits (or rolls back on error)."""
+    await conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+    attachment = await load_attachment(conn)
+    if not (attachment.attached and attachment.attached_user_id):
+        raise AttachRequiredError("Rebuild()")
+    await set_apply_mode(conn, True)
+    await clear_managed_tables(
+        conn, runtime.schema, (t.name for t in runtime.managed.tables),
+        preserve_outbox=options.preserve_outbox,
+    )
+    applied = await _apply_stage(runtime, conn, session)
+    if applied != session.row_count:
+        raise ProtocolViolationError(
+            "snapshot_apply", f"applied {applied} staged rows, snapshot has {session.row_count}"
+        )
+    if options.preserve_outbox:
+        await _reapply_outbox(runtime, conn)
+    target = runtime.source_id
+    if options.new_source_id:
+        await _retarget_source(runtime, conn, options.new_source_id)
+        target = options.new_source_id
+    await save_attachment(
+        conn,
+        replace(attachment, current_source_id=target, last_bundle_seq_seen=session.bundle_seq,
+                rebuild_required=False),
+    )
+    if options.preserve_outbox:
+        await _retarget_outbox(conn, target)
+    if options.advance_source_bundle_floor > 0:
+        await conn.exec_driver_sql(
+            "UPDATE _sync_source_state SET next_source_bundle_id ="
+            " MAX(next_source_bundle_id, ?) WHERE source_id = ?",
+            (options.advance_source_bundle_floor, target),
+        )
+    if options.clear_source_recovery:
+        await save_operation(conn, OperationState())
+    await conn.exec_driver_sql(
+        "DELETE FROM _sync_snapshot_stage WHERE snapshot_id = ?", (session.snapshot_id,)
+    )
+    await set_apply_mode(conn, False)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+async def _rebuild_from_snapshot(
+    runtime: ClientRuntime,
+    options: _SwapOptions,
+    progress: ProgressCallback | None,
+    reason: str = "",
+) -> RestoreSummary:
+    """§8.1: mark rebuild required, download a fresh snapshot, swap it in."""
+    async with runtime.transaction() as conn:
+        attachment = await load_attachment(conn)
+        if not attachment.attached_to(runtime.user_id):
+            raise AttachRequiredError("Rebuild()")
+        await set_rebuild_required(conn, True)
+        await conn.exec_driver_sql("DELETE FROM _sync_snapshot_stage")
+    replacement = None
+    if options.new_source_id:
+        replacement = SnapshotSourceReplacement(
+            previous_source_id=runtime.source_id,
+            new_source_id=options.new_source_id,
+            reason=SourceReplacementReason(reason),
+        )
+    session = await _create_session(runtime, replacement)
+    try:
+        await _download(runtime, session, progress)
+        async with runtime.transaction() as conn:
+            await _swap(runtime, conn, session, options)
+    finally:
+        await runtime.transport.delete_snapshot_session(session.snapshot_id)
+    if options.new_source_id:
+        runtime.source_id = options.new_source_id
+    await _report(progress, session.row_count, session.row_count)
+    return RestoreSummary(bundle_seq=session.bundle_seq, row_count=session.row_count)
+
+
+async def _snapshot_report(runtime: ClientRuntime, restore: RestoreSummary) -> RemoteSyncReport:
+    async with runtime.transaction() as conn:
+        status = await read_sync_status(conn)
+    return RemoteSyncReport(RemoteSyncOutcome.APPLIED_SNAPSHOT, status, restore)
+
+
+async def rebuild_keep_source(
+    runtime: ClientRuntime, progress: ProgressCallback | None = None
+) -> RemoteSyncReport:
+    """Keep-source rebuild without precondition checks (the caller has done them)."""
+    restore = await _rebuild_from_snapshot(runtime, _SwapOptions(), progress)
+    return await _snapshot_report(runtime, restore)
+
+
+async def rebuild(
+    runtime: ClientRuntime, progress: ProgressCallback | None = None
+) -> RemoteSyncReport:
+    """The public ``Rebuild`` (§8.2/§8.3); rotates the source while source recovery is active."""
+    async with runtime.transaction() as conn:
+        await ensure_connected(runtime, conn, "Rebuild()")
+        operation = await load_operation(conn)
+        dirty = await count_dirty_rows(conn)
+        if dirty:
+            raise DirtyStateRejectedError(dirty)
+        if operation.kind is OperationKind.SOURCE_RECOVERY:
+            new_source = operation.replacement_source_id
+            if not new_source:
+                # Persist the reservation so a failed rotation retries with the same id.
+                new_source = await fresh_source_id(conn, avoid=(runtime.source_id,))
+                await ensure_source(conn, new_source)
+                await save_operation(conn, replace(operation, replacement_source_id=new_source))
+        else:
+            outbound = await count_outbox_rows(conn)
+            if outbound:
+                raise PendingPushReplayError(outbound)
+            if operation.kind is not OperationKind.NONE:
+                raise OversyncError(
+                    f"cannot rebuild while lifecycle operation {operation.kind.value} is pending"
+                )
+    if runtime.downloads_paused:
+        async with runtime.transaction() as conn:
+            status = await read_sync_status(conn)
+        return RemoteSyncReport(RemoteSyncOutcome.SKIPPED_PAUSED, status)
+    if operation.kind is not OperationKind.SOURCE_RECOVERY:
+        return await rebuild_keep_source(runtime, progress)
+    options = _SwapOptions(
+        new_source_id=new_source, preserve_outbox=True, clear_source_recovery=True
+    )
+    restore = await _rebuild_from_snapshot(runtime, options, progress, reason=operation.reason)
+    return await _snapshot_report(runtime, restore)
+
+
+async def rebuild_after_pruned_replay(
+    runtime: ClientRuntime, source_bundle_id: int
+) -> RestoreSummary:
+    """§8.5: our bundle is committed but its rows are pruned; take a snapshot instead.
+
+    Keeps the source, drops the outbox (the snapshot contains the bundle) and lifts the
+    source's next bundle id to at least ``source_bundle_id + 1``. For the push module.
+    """
+    return await _rebuild_from_snapshot(
+        runtime, _SwapOptions(advance_source_bundle_floor=source_bundle_id + 1), None
+    )
+
+
+async def finalize_remote_replace(
+    runtime: ClientRuntime,
+    operation: OperationState,
+    progress: ProgressCallback | None = None,
+) -> RestoreSummary:
+    """§8.4: stage the server snapshot (reusing a complete stage offline) and swap it in.
+
+    ``runtime.user_id`` must already be the target user. Leaves the operation as
+    ``remote_replace``; the attach caller resets it when it persists the connected state.
+    """
+    session = await _reuse_stage(runtime, operation)
+    if session is None:
+        session = await _create_session(runtime, None)
+        try:
+            async with runtime.transaction() as conn:
+                await conn.exec_driver_sql("DELETE FROM _sync_snapshot_stage")
+                await save_operation(
+                    conn,
+                    replace(operation, staged_snapshot_id=session.snapshot_id,
+                            snapshot_bundle_seq=session.bundle_seq,
+                            snapshot_row_count=session.row_count),
+                )
+            await _download(runtime, session, progress)
+        finally:
+            await runtime.transport.delete_snapshot_session(session.snapshot_id)
+    async with runtime.transaction() as conn:
+        await ensure_source(conn, runtime.source_id)
+        attachment = await load_attachment(conn)
+        await save_attachment(
+            conn,
+            replace(attachment, current_source_id=runtime.source_id,
+                    binding_state=BindingState.ATTACHED,
+                    attached_user_id=operation.target_user_id,
+                    schema_name=runtime.schema, last_bundle_seq_seen=0,
+                    rebuild_required=False, pending_initialization_id=""),
+        )
+        await save_operation(conn, operation.without_stage())
+        await _swap(runtime, conn, session, _SwapOptions())
+    await _report(progress, session.row_count, session.row_count)
+    return RestoreSummary(bundle_seq=session.bundle_seq, row_count=session.row_count)
+
+
+async def _reuse_stage(runtime: ClientRuntime, operation: OperationState) -> _Session | None:
+    """The recorded stage when it is complete; otherwise clear any recorded stage."""
+    if not operation.staged_snapshot_id:
+        return None
+    async with runtime.transaction() as conn:
+        (count,) = await fetch_all(
+            conn,
+            "SELECT COUNT(*) FROM _sync_snapshot_stage WHERE snapshot_id = ?",
+            (operation.staged_snapshot_id,),
+        )
+        if int(count[0]) == operation.snapshot_row_count:
+            _log.info("resuming remote replace from stage %s", operation.staged_snapshot_id)
+            return _Session(
+                operation.staged_snapshot_id,
+                operation.snapshot_bundle_seq,
+                operation.snapshot_row_count,
+            )
+        await conn.exec_driver_sql("DELETE FROM _sync_snapshot_stage")
+        await save_operation(conn, operation.without_stage())
+    return None

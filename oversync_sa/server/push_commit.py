@@ -1,0 +1,403 @@
+"""Push commit: staged rows -> conflict check -> business writes -> one bundle (§5.3-5.4).
+
+The commit reuses the shared bundle skeleton (:func:`.writes.run_bundle`): this module supplies
+the policy around it (session and staging checks, seed lease, ``source_sequence_changed``) and
+the ``writes`` step, which checks optimistic concurrency against ``sync.row_state`` and then
+applies the staged rows.
+
+Capture order is upload order. The capture trigger records effects in trigger-firing order, and
+the committed bundle lists rows by first capture, so the apply must fire row triggers in staged
+order:
+
+* runs of INSERTs go in one ``INSERT ... SELECT`` over the run's JSON array, ordered by array
+  position (``WITH ORDINALITY ... ORDER BY``), which inserts - and queues AFTER ROW triggers -
+  in that order;
+* UPDATE and DELETE rows are sent as one pipelined ``executemany`` of a single-row statement,
+  because PostgreSQL does not promise any row order for a joined ``UPDATE``/``DELETE``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import groupby
+from typing import Any, Final
+
+import msgspec
+from sqlalchemy import TextClause, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oversync_sa.errors import (
+    PushCommitInvalidError,
+    PushConflictError,
+    PushSessionCommitFailedError,
+    SourceSequenceChangedError,
+)
+from oversync_sa.server.connect import require_active_lease
+from oversync_sa.server.context import BundleContext
+from oversync_sa.server.payload import SCOPE_COLUMN, canonicalize_wire_payload
+from oversync_sa.server.push_sessions import PushSession, load_push_session
+from oversync_sa.server.push_validation import StagedRow, payload_columns
+from oversync_sa.server.runtime_info import RuntimeTable, SyncRuntime
+from oversync_sa.server.scope import ScopeRecord, transition_to_initialized
+from oversync_sa.server.service import SyncService
+from oversync_sa.server.sources import next_expected_source_bundle_id
+from oversync_sa.server.upload_support import unexpected_as, upload_transaction
+from oversync_sa.server.writes import defer_constraints, run_bundle
+from oversync_sa.wire.keys import KeyKind, Op, key_text
+from oversync_sa.wire.models import PushSessionCommitResponse
+
+__all__ = ["RowVersion", "apply_staged_rows", "commit_push_session", "find_conflict"]
+
+_log = logging.getLogger("oversync_sa.server.push")
+
+_decode_members: Final = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_NULL: Final = msgspec.Raw(b"null")
+
+_STAGED_ROWS_SQL: Final = text(
+    "SELECT row_ordinal, table_id, key_bytes, op_code, base_bundle_seq, payload_apply::text "
+    "FROM sync.push_session_rows WHERE push_id = :push_id ORDER BY row_ordinal"
+)
+# Only rows that have a row_state come back; the others are "absent".
+_ROW_STATES_SQL: Final = text(
+    "SELECT r.ord, rs.bundle_seq, rs.deleted "
+    "FROM unnest(CAST(:table_ids AS integer[]), CAST(:key_bytes AS bytea[])) "
+    "WITH ORDINALITY AS r(table_id, key_bytes, ord) "
+    "JOIN sync.row_state rs ON rs.user_pk = :user_pk AND rs.table_id = r.table_id "
+    "AND rs.key_bytes = r.key_bytes"
+)
+_DELETE_SESSION_SQL: Final = text("DELETE FROM sync.push_sessions WHERE push_id = :push_id")
+
+
+@dataclass(frozen=True, slots=True)
+class RowVersion:
+    """A row's ``sync.row_state``: the bundle that last touched it and its tombstone flag."""
+
+    bundle_seq: int
+    deleted: bool
+
+
+# ------------------------------------------------------------------------------ staged rows
+
+
+def _staged_row(runtime: SyncRuntime, row: Sequence[Any]) -> StagedRow:
+    table = runtime.by_id[int(row[1])]
+    raw_key = bytes(row[2])
+    op = Op.from_code(int(row[3]))
+    payload = None if row[5] is None else str(row[5]).encode("utf-8")
+    columns = () if payload is None else payload_columns(list(_decode_members(payload)))
+    return StagedRow(
+        table=table,
+        key=key_text(KeyKind(table.key_kind), raw_key),
+        key_bytes=raw_key,
+        op=op,
+        base_row_version=int(row[4]),
+        payload=payload,
+        columns=columns,
+    )
+
+
+async def _load_staged_rows(
+    conn: AsyncConnection, session: PushSession, runtime: SyncRuntime
+) -> list[StagedRow]:
+    """§5.3 steps 2-4: the complete, contiguous, duplicate-free staged rows in upload order."""
+    rows = (await conn.execute(_STAGED_ROWS_SQL, {"push_id": session.push_id})).all()
+    planned = session.planned_row_count
+    if session.next_expected_row_ordinal != planned or len(rows) != planned:
+        raise PushCommitInvalidError(
+            f"staged row count {len(rows)} does not match planned_row_count {planned}"
+        )
+    staged: list[StagedRow] = []
+    seen: set[tuple[int, bytes]] = set()
+    for index, row in enumerate(rows):
+        if int(row[0]) != index:
+            raise PushCommitInvalidError(f"staged rows are not contiguous at row_ordinal {index}")
+        item = _staged_row(runtime, row)
+        target = (item.table.table_id, item.key_bytes)
+        if target in seen:
+            raise PushCommitInvalidError(
+                f"duplicate target row in staged push session: {item.table.name} {item.key}"
+            )
+        seen.add(target)
+        staged.append(item)
+    return staged
+
+
+# -------------------------------------------------------------------------------- conflicts
+
+
+def find_conflict(
+    rows: Sequence[StagedRow], versions: Mapping[int, RowVersion]
+) -> tuple[int, str] | None:
+    """The first row that violates §5.4's table, as ``(index, message)``; ``None`` if all pass.
+
+    ``versions`` maps a row's index to its ``row_state``; a missing index means "absent".
+    """
+    for index, row in enumerate(rows):
+        state = versions.get(index)
+        base = row.base_row_version
+        where = f"{row.table.name} {row.key}"
+        if row.op is Op.INSERT:
+            if state is None:
+                if base != 0:
+                    return index, (
+                        f"insert conflict on {where}: expected missing row at version 0, "
+                        f"got {base}"
+                    )
+            elif base != state.bundle_seq:
+                return index, (
+                    f"insert conflict on {where}: expected base_row_version "
+                    f"{state.bundle_seq}, got {base}"
+                )
+            elif not state.deleted:
+                return index, (
+                    f"insert conflict on {where}: row already exists at version "
+                    f"{state.bundle_seq}"
+                )
+            continue
+        verb = row.op.value.lower()
+        if state is None or state.deleted:
+            return index, f"{verb} conflict on {where}: row does not exist"
+        if base != state.bundle_seq:
+            return index, (
+                f"{verb} conflict on {where}: expected version {state.bundle_seq}, got {base}"
+            )
+    return None
+
+
+async def _row_versions(
+    conn: AsyncConnection, user_pk: int, rows: Sequence[StagedRow]
+) -> dict[int, RowVersion]:
+    result = await conn.execute(
+        _ROW_STATES_SQL,
+        {
+            "user_pk": user_pk,
+            "table_ids": [r.table.table_id for r in rows],
+            "key_bytes": [r.key_bytes for r in rows],
+        },
+    )
+    return {int(o) - 1: RowVersion(int(seq), bool(d)) for o, seq, d in result.all()}
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _qualified(table: RuntimeTable) -> str:
+    return f"{_ident(table.schema)}.{_ident(table.table)}"
+
+
+def _key_param(table: RuntimeTable) -> str:
+    return "CAST(:key AS uuid)" if table.key_type == "uuid" else "CAST(:key AS text)"
+
+
+@lru_cache(maxsize=256)
+def _server_row_sql(table: RuntimeTable) -> TextClause:
+    return text(
+        f"SELECT (to_jsonb(src) - '{SCOPE_COLUMN}')::text FROM {_qualified(table)} AS src "
+        f"WHERE src.{_ident(table.key_column)} = {_key_param(table)} "
+        f"AND src.{_ident(SCOPE_COLUMN)} = :scope"
+    )
+
+
+async def _server_row(
+    conn: AsyncConnection, runtime: SyncRuntime, user_id: str, row: StagedRow
+) -> msgspec.Raw:
+    current = (
+        await conn.execute(_server_row_sql(row.table), {"key": row.key, "scope": user_id})
+    ).scalar_one_or_none()
+    if current is None:
+        return _NULL
+    column_types = runtime.column_types.get(row.table.name, {})
+    return msgspec.Raw(canonicalize_wire_payload(str(current).encode("utf-8"), column_types))
+
+
+async def _raise_on_conflict(
+    conn: AsyncConnection, runtime: SyncRuntime, session: PushSession, rows: Sequence[StagedRow]
+) -> None:
+    """§5.3 step 9: one ``row_state`` lookup for all rows; the first conflict aborts the push."""
+    versions = await _row_versions(conn, session.user_pk, rows)
+    found = find_conflict(rows, versions)
+    if found is None:
+        return
+    index, message = found
+    row = rows[index]
+    state = versions.get(index)
+    live = state is not None and not state.deleted
+    server_row = await _server_row(conn, runtime, session.user_id, row) if live else _NULL
+    raise PushConflictError(
+        message,
+        conflict={
+            "schema": row.table.schema,
+            "table": row.table.table,
+            "key": {row.table.key_column: row.key},
+            "op": row.op.value,
+            "base_row_version": row.base_row_version,
+            "server_row_version": 0 if state is None else state.bundle_seq,
+            "server_row_deleted": False if state is None else state.deleted,
+            # Raw: PostgreSQL's jsonb text (or the canonical rewrite) is sent byte for byte.
+            "server_row": server_row,
+        },
+    )
+
+
+# ------------------------------------------------------------------------------------ apply
+
+
+@lru_cache(maxsize=256)
+def _insert_sql(table: RuntimeTable, columns: tuple[str, ...]) -> TextClause:
+    listed = ", ".join(_ident(c) for c in columns)
+    selected = ", ".join(f"src.{_ident(c)}" for c in columns)
+    return text(
+        f"INSERT INTO {_qualified(table)} ({_ident(SCOPE_COLUMN)}, {listed}) "
+        f"SELECT CAST(:scope AS text), {selected} "
+        "FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS e(doc, n) "
+        f"CROSS JOIN LATERAL jsonb_populate_record(NULL::{_qualified(table)}, e.doc) AS src "
+        "ORDER BY e.n"
+    )
+
+
+@lru_cache(maxsize=256)
+def _update_sql(table: RuntimeTable, columns: tuple[str, ...]) -> TextClause:
+    assignments = ", ".join(f"{_ident(c)} = src.{_ident(c)}" for c in columns)
+    return text(
+        f"UPDATE {_qualified(table)} AS dst SET {assignments} "
+        f"FROM jsonb_populate_record(NULL::{_qualified(table)}, CAST(:payload AS jsonb)) AS src "
+        f"WHERE dst.{_ident(table.key_column)} = {_key_param(table)} "
+        f"AND dst.{_ident(SCOPE_COLUMN)} = :scope"
+    )
+
+
+@lru_cache(maxsize=256)
+def _delete_sql(table: RuntimeTable) -> TextClause:
+    return text(
+        f"DELETE FROM {_qualified(table)} "
+        f"WHERE {_ident(table.key_column)} = {_key_param(table)} "
+        f"AND {_ident(SCOPE_COLUMN)} = :scope"
+    )
+
+
+def _runs(rows: Sequence[StagedRow]) -> Iterator[list[StagedRow]]:
+    """Maximal runs of consecutive rows that one statement can apply."""
+    for _, run in groupby(rows, key=lambda r: (r.table.table_id, r.op, r.columns)):
+        yield list(run)
+
+
+async def apply_staged_rows(
+    conn: AsyncConnection, user_id: str, rows: Sequence[StagedRow]
+) -> None:
+    """Write ``rows`` to the business tables of scope ``user_id``, firing triggers in order.
+
+    Only payload columns are written: omitted columns get their DEFAULT on INSERT and keep their
+    value on UPDATE. PostgreSQL converts the JSON values with each column type's input rules;
+    unknown columns or bad values are SQL errors.
+    """
+    for run in _runs(rows):
+        first = run[0]
+        if first.op is Op.INSERT:
+            payloads = b"[" + b",".join(r.payload or b"null" for r in run) + b"]"
+            await conn.execute(
+                _insert_sql(first.table, first.columns),
+                {"scope": user_id, "rows": payloads.decode("utf-8")},
+            )
+        elif first.op is Op.UPDATE:
+            await conn.execute(
+                _update_sql(first.table, first.columns),
+                [
+                    {"scope": user_id, "key": r.key, "payload": (r.payload or b"").decode()}
+                    for r in run
+                ],
+            )
+        else:
+            await conn.execute(
+                _delete_sql(first.table), [{"scope": user_id, "key": r.key} for r in run]
+            )
+
+
+# ----------------------------------------------------------------------------------- commit
+
+
+async def _check_source(conn: AsyncConnection, session: PushSession) -> None:
+    """§5.3 step 7: the session's tuple must still be its source's next expected id."""
+    expected, _ = await next_expected_source_bundle_id(
+        conn, session.user_pk, session.user_id, session.source_id
+    )
+    if session.source_bundle_id != expected:
+        raise SourceSequenceChangedError(
+            f"source {session.source_id} for user {session.user_id} changed expected next "
+            f"source_bundle_id from staged {session.source_bundle_id} to {expected} "
+            "before commit"
+        )
+
+
+async def _commit(
+    conn: AsyncConnection, service: SyncService, user_id: str, raw_push_id: str
+) -> PushSessionCommitResponse:
+    runtime = service.runtime
+    session = await load_push_session(conn, raw_push_id, user_id)
+    rows = await _load_staged_rows(conn, session, runtime)
+    await defer_constraints(conn)
+    seed_scope: ScopeRecord | None = None
+    if session.is_seed:
+        seed_scope = await require_active_lease(
+            conn, session.user_id, session.source_id, session.initialization_id,
+            service.config.initialization_lease_ttl,
+        )
+    await _check_source(conn, session)
+    context = BundleContext(
+        user_id=session.user_id,
+        user_pk=session.user_pk,
+        source_id=session.source_id,
+        source_bundle_id=session.source_bundle_id,
+        initialization_id=session.initialization_id,
+    )
+
+    async def writes() -> None:
+        await _raise_on_conflict(conn, runtime, session, rows)
+        await apply_staged_rows(conn, session.user_id, rows)
+
+    bundle = await run_bundle(conn, service, context, writes)
+    if bundle is None:
+        raise PushCommitInvalidError("push session produced no captured business-table effects")
+    await conn.execute(_DELETE_SESSION_SQL, {"push_id": session.push_id})
+    if seed_scope is not None:
+        await transition_to_initialized(conn, seed_scope, session.source_id)
+    return PushSessionCommitResponse(
+        bundle_seq=bundle.bundle_seq,
+        source_id=bundle.source_id,
+        source_bundle_id=bundle.source_bundle_id,
+        row_count=bundle.row_count,
+        bundle_hash=bundle.bundle_hash,
+    )
+
+
+async def commit_push_session(
+    service: SyncService, user_id: str, source_id: str, push_id: str
+) -> PushSessionCommitResponse:
+    """Commit a fully staged session as one bundle (``POST /sync/push-sessions/{push_id}/commit``).
+
+    The bundle is attributed to the *session's* source, whichever source of the owning user
+    commits. A seed session (created under an initialization lease) moves the scope to
+    ``INITIALIZED`` in the same transaction. Committing again afterwards gives
+    :class:`PushSessionNotFoundError`; re-creating the tuple gives ``already_committed``.
+
+    Raises the session errors of :func:`.push_sessions.load_push_session`,
+    :class:`PushCommitInvalidError`, :class:`InitializationStaleError`,
+    :class:`SourceRetiredError`, :class:`SourceSequenceChangedError`,
+    :class:`PushConflictError`, or :class:`PushSessionCommitFailedError` for anything else,
+    including deferred foreign-key violations raised at COMMIT.
+    """
+    del source_id  # sessions are owned per user (§11.12)
+    with unexpected_as(PushSessionCommitFailedError, "commit push session"):
+        async with service.operation():
+            response = await upload_transaction(
+                service, user_id, lambda conn: _commit(conn, service, user_id, push_id)
+            )
+    _log.debug(
+        "push commit user=%s source=%s sbid=%d -> bundle %d (%d rows)",
+        user_id, response.source_id, response.source_bundle_id, response.bundle_seq,
+        response.row_count,
+    )
+    return response

@@ -1,0 +1,75 @@
+"""Plumbing shared by connect and the push-session endpoints (SERVER.md §3.6, §5, §9.2).
+
+* :func:`upload_transaction` runs one push transaction the way §5 prescribes: per-user advisory
+  lock, READ COMMITTED, optional ``SET LOCAL lock_timeout`` and up to three attempts on
+  transient lock/serialisation failures.
+* :func:`unexpected_as` turns anything that is not a contract error into the endpoint's own
+  500 code, so each endpoint maps failures in one place and never leaks a driver exception.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Final, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oversync_sa.errors import WireError
+from oversync_sa.server.locks import run_with_retry, user_transaction
+from oversync_sa.server.service import SyncService
+
+__all__ = ["UPLOAD_ATTEMPTS", "UPLOAD_BACKOFF_SECONDS", "unexpected_as", "upload_transaction"]
+
+_log = logging.getLogger("oversync_sa.server.push")
+
+_T = TypeVar("_T")
+
+#: Push create/chunk/commit retry budget: 3 attempts, linear 25 ms then 50 ms back-off.
+UPLOAD_ATTEMPTS: Final = 3
+UPLOAD_BACKOFF_SECONDS: Final = 0.025
+
+
+async def upload_transaction(
+    service: SyncService,
+    user_id: str,
+    body: Callable[[AsyncConnection], Awaitable[_T]],
+    *,
+    retry: bool = True,
+) -> _T:
+    """Run ``body`` in one locked transaction of ``user_id`` and commit it.
+
+    The transaction commits when ``body`` returns (also when it returns a replay answer such as
+    ``already_committed``) and rolls back when it raises. Each retry opens a fresh transaction
+    and re-runs ``body`` from the start, so ``body`` must not keep state across calls. Connect
+    passes ``retry=False`` (§4.2 runs exactly one transaction).
+    """
+    config = service.config
+    lock_timeout = config.upload_lock_timeout if config.upload_lock_timeout_enabled else None
+
+    async def attempt() -> _T:
+        async with user_transaction(service.engine, user_id, lock_timeout=lock_timeout) as conn:
+            return await body(conn)
+
+    return await run_with_retry(
+        attempt,
+        attempts=UPLOAD_ATTEMPTS if retry else 1,
+        backoff=UPLOAD_BACKOFF_SECONDS,
+    )
+
+
+@contextmanager
+def unexpected_as(error: type[WireError], operation: str) -> Iterator[None]:
+    """Let contract errors through; re-raise anything else as ``error`` (the endpoint's 500).
+
+    The original exception stays attached as ``__cause__`` and is logged with its traceback,
+    because the wire message deliberately says nothing about internals.
+    """
+    try:
+        yield
+    except WireError:
+        raise
+    except Exception as exc:
+        _log.exception("%s failed", operation)
+        raise error(f"{operation} failed") from exc
