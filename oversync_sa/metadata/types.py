@@ -28,6 +28,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from oversync_sa.wire.timefmt import format_timestamp
+
 __all__ = [
     "TYPE_ANNOTATION_MAP",
     "SyncBoolean",
@@ -93,19 +95,13 @@ class SyncUUID(TypeDecorator[uuid.UUID]):
 
 
 def format_rfc3339_utc(value: datetime) -> str:
-    """Render an aware datetime as RFC 3339 in UTC with ``Z``, fraction trimmed like Go.
+    """Render an aware datetime as RFC 3339 UTC with ``Z``, exactly as the wire does.
 
-    Go's ``RFC3339Nano`` and the server's response timestamps drop trailing fraction zeros,
-    so the same instant gets the same text everywhere. A naive datetime is refused: guessing a
-    zone would silently shift instants.
+    One formatter for local storage and the wire keeps the same instant byte-identical
+    everywhere. A naive datetime is refused (``ValueError``): guessing a zone would silently
+    shift instants.
     """
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"timezone-aware datetime required, got naive {value!r}")
-    utc = value.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}".rstrip("0")
-    return text + "Z"
+    return format_timestamp(value)
 
 
 def parse_rfc3339(text: str) -> datetime:

@@ -23,7 +23,7 @@ def format_timestamp(moment: datetime) -> str:
     with trailing zeros removed. Naive datetimes are refused because their instant is ambiguous.
     """
     if moment.tzinfo is None or moment.utcoffset() is None:
-        raise WireFormatError("wire timestamps need an aware datetime")
+        raise WireFormatError(f"timezone-aware datetime required, got naive {moment!r}")
     utc = moment.astimezone(UTC)
     text = utc.strftime("%Y-%m-%dT%H:%M:%S")
     if utc.microsecond:

@@ -22,14 +22,15 @@ def ref_number(x: float) -> str:
         raise ValueError("out of range")
     if x == 0:
         return "-0" if math.copysign(1, x) < 0 else "0"
-    # Shortest digit string that parses back to x; among equally short ones, the closest.
+    # Shortest digit string that parses back to x; among equally short ones, the closest, and on
+    # an exact tie the one with an even last digit (Go's roundShortest rounds half to even).
     exact = Decimal(abs(x))
     for precision in range(1, 18):
         rounded = Decimal(f"{abs(x):.{precision - 1}e}")
         ulp = Decimal(1).scaleb(rounded.adjusted() - (precision - 1))
         fits = [d for d in (rounded - ulp, rounded, rounded + ulp) if d > 0 and float(d) == abs(x)]
         if fits:
-            best = min(fits, key=lambda d: abs(d - exact))
+            best = min(fits, key=lambda d: (abs(d - exact), d.as_tuple().digits[-1] % 2))
             break
     digits = "".join(map(str, best.as_tuple().digits)).rstrip("0") or "0"
     exponent = best.adjusted()

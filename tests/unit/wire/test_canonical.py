@@ -236,3 +236,10 @@ def test_arbitrary_bytes_in_strings_are_replaced_per_byte(raw: bytes) -> None:
     expected = ref_decode_per_byte(doc[1:-1])
     assert out == ref_encode(expected)
     assert out.decode("utf-8")  # always valid UTF-8
+
+
+def test_shortest_digits_tie_rounds_half_to_even() -> None:
+    # 562949953421312.75 is exactly halfway between the two shortest candidates; Go's
+    # roundShortest (like CPython's repr) rounds half to even.
+    assert format_number(562949953421312.8) == "562949953421312.8"
+    assert ref_number(562949953421312.8) == "562949953421312.8"

@@ -1,0 +1,407 @@
+"""Push conflicts: the resolver API and applying a resolution (CLIENT.md §6).
+
+A structured ``409 push_conflict`` rejects the whole bundle. The client asks a
+:class:`ConflictResolver` what to do with the conflicting row, then - in one authoritative
+transaction - applies that decision, requeues every other frozen row as a dirty intent and
+discards the outbox, so the next attempt re-freezes under the same ``source_bundle_id``.
+
+Encodings (a deliberate normalisation, §12.26): every payload a resolver sees or returns is in
+the **wire** encoding - ``local_payload`` is converted from the captured local form, so BLOB
+columns are base64 / UUID text on both sides and a :class:`KeepMerged` payload is built in the
+same encoding the server row arrives in. ``KeepLocal`` is applied through that wire form too,
+which avoids Go's hex-as-base64 corruption of BLOB columns (§12.25).
+
+A result that cannot be applied to the conflict is *invalid*: the whole frozen bundle goes back
+to ``_sync_dirty_rows`` unchanged and :class:`InvalidConflictResolutionError` is raised (§6.4).
+Unlike Go, applying ``KeepLocal``/``KeepMerged`` to an INSERT the server has no row for, and a
+merged payload whose member names are not the lower-cased column names or whose values do not
+decode, are classified as invalid too, instead of leaving a ``prepared`` outbox that hits the
+same conflict forever (§12.32).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, runtime_checkable
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oversync_sa.client.encoding import (
+    delete_row,
+    local_payload_to_wire,
+    local_pk_from_key_json,
+    serialize_row,
+    upsert_row,
+    wire_payload_to_values,
+)
+from oversync_sa.client.errors import InvalidConflictResolutionError, PayloadEncodingError
+from oversync_sa.client.outbox import (
+    Intent,
+    OutboxBundle,
+    OutboxRow,
+    discard_outbox,
+    outbox_intents,
+    requeue,
+)
+from oversync_sa.client.replay import (
+    RowStateWrite,
+    authoritative_transaction,
+    delete_row_states,
+    write_row_states,
+)
+from oversync_sa.client.runtime import ClientRuntime
+from oversync_sa.client.validation import ManagedSchema, TableInfo
+from oversync_sa.errors import PushConflictError
+from oversync_sa.wire import Op, PushConflictDetails, SyncKey, canonical_json
+
+__all__ = [
+    "AcceptServer",
+    "ClientWinsResolver",
+    "ConflictContext",
+    "ConflictPlan",
+    "ConflictResolver",
+    "KeepLocal",
+    "KeepMerged",
+    "MergeResult",
+    "PerTableResolver",
+    "ServerWinsResolver",
+    "apply_conflict_plan",
+    "build_context",
+    "conflict_details",
+    "find_conflicting_row",
+    "plan_resolution",
+    "resolve_conflict",
+    "resolve_with",
+]
+
+_log = logging.getLogger("oversync_sa.client.push")
+
+_decode_json: Final = msgspec.json.Decoder().decode
+
+
+# --------------------------------------------------------------------------- resolver API
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictContext:
+    """What a resolver knows about one conflict. All payloads are wire-encoded JSON objects.
+
+    ``local_payload`` is the frozen row's after-image (``None`` for a DELETE);
+    ``server_row`` the server's current row (``None`` when it has none or it is deleted).
+    """
+
+    schema: str
+    table: str
+    key: SyncKey
+    local_op: Op
+    local_payload: dict[str, Any] | None
+    base_row_version: int
+    server_row_version: int
+    server_row_deleted: bool
+    server_row: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptServer:
+    """Discard the local change; the server's row (or its absence) becomes local state."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeepLocal:
+    """Keep the local change and push it again on top of the server's version."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeepMerged:
+    """Write ``payload`` locally and push it on top of the server's version.
+
+    ``payload`` is a wire-encoded JSON object (a mapping, or its JSON text/bytes) with exactly
+    the table's columns under their lower-cased names.
+    """
+
+    payload: Mapping[str, Any] | str | bytes
+
+
+MergeResult = AcceptServer | KeepLocal | KeepMerged
+
+
+@runtime_checkable
+class ConflictResolver(Protocol):
+    """Decides one conflict; may be a plain or an ``async`` method."""
+
+    def resolve(self, context: ConflictContext) -> MergeResult | Awaitable[MergeResult]: ...
+
+
+class ServerWinsResolver:
+    """The default: the server's state always wins."""
+
+    def resolve(self, context: ConflictContext) -> MergeResult:
+        return AcceptServer()
+
+
+class ClientWinsResolver:
+    """The local change always wins (re-pushed on top of the server's version)."""
+
+    def resolve(self, context: ConflictContext) -> MergeResult:
+        return KeepLocal()
+
+
+@dataclass(frozen=True, slots=True)
+class PerTableResolver:
+    """Route conflicts by table name (case-insensitive) to ``tables``, else to ``default``."""
+
+    default: ConflictResolver = field(default_factory=ServerWinsResolver)
+    tables: Mapping[str, ConflictResolver] = field(default_factory=dict)
+
+    def resolve(self, context: ConflictContext) -> MergeResult | Awaitable[MergeResult]:
+        by_name = {name.strip().lower(): r for name, r in self.tables.items()}
+        return by_name.get(context.table.lower(), self.default).resolve(context)
+
+
+async def resolve_with(resolver: ConflictResolver | None, context: ConflictContext) -> object:
+    """Run ``resolver`` (server-wins when ``None``); the result is validated by the planner."""
+    chosen = resolver if resolver is not None else ServerWinsResolver()
+    result: object = chosen.resolve(context)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+# --------------------------------------------------------------------------- conflict lookup
+
+
+def conflict_details(error: PushConflictError) -> PushConflictDetails | None:
+    """The structured conflict of ``error``; ``None`` when absent or malformed (§6.1)."""
+    if error.conflict is None:
+        return None
+    try:
+        # Through JSON, because ``server_row`` is a raw JSON member of the model.
+        return msgspec.json.decode(msgspec.json.encode(error.conflict), type=PushConflictDetails)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        _log.warning("push_conflict body has a malformed conflict object")
+        return None
+
+
+def find_conflicting_row(bundle: OutboxBundle, details: PushConflictDetails) -> OutboxRow | None:
+    """The frozen row the server conflicted on: same schema/table, canonically equal wire key."""
+    wanted = canonical_json(details.key)
+    for row in bundle.rows:
+        if (
+            row.schema == details.schema
+            and row.table == details.table.lower()
+            and canonical_json(row.wire_key) == wanted
+        ):
+            return row
+    return None
+
+
+def build_context(
+    managed: ManagedSchema, row: OutboxRow, details: PushConflictDetails
+) -> ConflictContext:
+    """The resolver's view of the conflict, payloads normalised to the wire encoding."""
+    info = managed.table(row.table)
+    local = None
+    if row.local_payload is not None:
+        local = local_payload_to_wire(info, row.local_payload, key=row.key_json)
+    server: Any = None
+    if len(details.server_row) > 0:
+        server = _decode_json(bytes(details.server_row))
+    return ConflictContext(
+        schema=details.schema,
+        table=row.table,
+        key=dict(details.key),
+        local_op=row.op,
+        local_payload=local,
+        base_row_version=details.base_row_version,
+        server_row_version=details.server_row_version,
+        server_row_deleted=details.server_row_deleted,
+        server_row=server if isinstance(server, dict) else None,
+    )
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictPlan:
+    """How to apply a valid resolution to the conflicting key (§6.3).
+
+    ``write`` is a wire payload to upsert, or ``None`` to delete the local row (only when
+    ``delete_local``). ``row_state`` ``None`` with ``forget_row_state`` drops the key's row
+    state. ``requeue_op`` re-queues an intent with base ``server_row_version``; its payload is
+    the row as written, re-serialised in local encoding.
+    """
+
+    info: TableInfo
+    key_json: str
+    write: Mapping[str, Any] | None
+    delete_local: bool
+    row_state: RowStateWrite | None
+    forget_row_state: bool
+    requeue_op: Op | None
+
+
+class _Invalid(Exception):
+    """Internal: the resolver's result does not apply to this conflict."""
+
+
+def _merged_payload(info: TableInfo, merged: KeepMerged) -> Mapping[str, Any]:
+    payload: Any = merged.payload
+    if isinstance(payload, str | bytes):
+        try:
+            payload = _decode_json(payload)
+        except msgspec.DecodeError:
+            payload = None
+    if not isinstance(payload, Mapping):
+        raise _Invalid(f"KeepMerged for {info.name} must provide a JSON object payload")
+    expected = {c.json_name for c in info.columns}
+    if set(payload) != expected:
+        raise _Invalid(
+            f"KeepMerged for {info.name} must include exactly every table column"
+            f" (lower-case names {sorted(expected)})"
+        )
+    try:
+        wire_payload_to_values(info, payload)
+    except PayloadEncodingError as exc:
+        raise _Invalid(f"KeepMerged payload for {info.name} does not decode: {exc}") from exc
+    return payload
+
+
+def plan_resolution(
+    managed: ManagedSchema, row: OutboxRow, context: ConflictContext, result: object
+) -> ConflictPlan:
+    """Turn a resolver result into a plan, or raise ``_Invalid`` (see the module docstring)."""
+    info = managed.table(row.table)
+    sv = context.server_row_version
+    server_live = context.server_row is not None and not context.server_row_deleted
+    server_missing = context.server_row is None and not context.server_row_deleted
+
+    def plan(
+        write: Mapping[str, Any] | None = None,
+        *,
+        deleted: bool | None = None,
+        requeue_op: Op | None = None,
+        delete_local: bool = False,
+    ) -> ConflictPlan:
+        state = None if deleted is None else RowStateWrite(info.name, row.key_json, sv, deleted)
+        return ConflictPlan(
+            info, row.key_json, write, delete_local, state, deleted is None, requeue_op
+        )
+
+    if isinstance(result, AcceptServer):
+        if server_missing:
+            return plan(delete_local=True)
+        if context.server_row_deleted:
+            return plan(delete_local=True, deleted=True)
+        return plan(context.server_row, deleted=False)
+    if not isinstance(result, KeepLocal | KeepMerged):
+        raise _Invalid(f"unknown resolver result {result!r}")
+
+    if row.op is Op.DELETE:
+        if isinstance(result, KeepMerged):
+            raise _Invalid(f"KeepMerged cannot resolve a DELETE of {info.name}")
+        if server_missing:
+            return plan(delete_local=True)
+        if context.server_row_deleted:
+            return plan(delete_local=True, deleted=True)
+        return plan(delete_local=True, deleted=False, requeue_op=Op.DELETE)
+
+    payload = (
+        context.local_payload if isinstance(result, KeepLocal) else _merged_payload(info, result)
+    )
+    assert payload is not None  # INSERT/UPDATE rows always carry a payload
+    if row.op is Op.UPDATE and not server_live:
+        raise _Invalid(f"cannot keep an UPDATE of {info.name}: the server row is gone")
+    if row.op is Op.INSERT and server_missing:
+        raise _Invalid(f"cannot keep an INSERT of {info.name}: the server reports no row")
+    if server_live:
+        return plan(payload, deleted=False, requeue_op=Op.UPDATE)
+    return plan(payload, deleted=True, requeue_op=Op.INSERT)
+
+
+# --------------------------------------------------------------------------- applying
+
+
+async def resolve_conflict(
+    runtime: ClientRuntime,
+    bundle: OutboxBundle,
+    error: PushConflictError,
+    resolver: ConflictResolver | None,
+) -> None:
+    """Resolve the conflict that rejected ``bundle`` and release the outbox (§6.2-6.4).
+
+    Re-raises ``error`` untouched (outbox kept ``prepared``) when it carries no usable conflict
+    or names a key that is not in the bundle. Raises
+    :class:`~oversync_sa.client.errors.InvalidConflictResolutionError` after restoring the whole
+    bundle to dirty rows when the result does not apply. Errors while applying a valid plan
+    roll the transaction back and leave the outbox ``prepared``.
+    """
+    details = conflict_details(error)
+    row = None if details is None else find_conflicting_row(bundle, details)
+    if details is None or row is None:
+        raise error
+    context = build_context(runtime.managed, row, details)
+    result = await resolve_with(resolver, context)
+    try:
+        plan: ConflictPlan | None = plan_resolution(runtime.managed, row, context, result)
+        reason = ""
+    except _Invalid as exc:
+        plan, reason = None, str(exc)
+    async with authoritative_transaction(runtime) as conn:
+        await apply_conflict_plan(conn, runtime.managed, bundle, row, plan)
+    if plan is None:
+        _log.warning("invalid conflict resolution for %s: %s", row.table, reason)
+        raise InvalidConflictResolutionError(details, result, reason)
+    _log.info(
+        "resolved push conflict on %s with %s", row.table, type(result).__name__
+    )
+
+
+async def apply_conflict_plan(
+    conn: AsyncConnection,
+    managed: ManagedSchema,
+    bundle: OutboxBundle,
+    row: OutboxRow,
+    plan: ConflictPlan | None,
+) -> None:
+    """Apply ``plan`` (``None`` = invalid: restore everything) and release the outbox.
+
+    ``conn`` must be an authoritative transaction. Every frozen row except the conflicting
+    one (all of them when ``plan`` is ``None``) is requeued with its frozen op, base and
+    payload; ``next_source_bundle_id`` is untouched so the retry reuses the bundle id.
+    """
+    skip = () if plan is None else (row.row_ordinal,)
+    await requeue(conn, outbox_intents(bundle, skip=skip))
+    if plan is not None:
+        await _execute(conn, managed, plan)
+    await discard_outbox(conn, bundle.source_bundle_id)
+
+
+async def _execute(conn: AsyncConnection, managed: ManagedSchema, plan: ConflictPlan) -> None:
+    info = plan.info
+    local_pk = local_pk_from_key_json(info, plan.key_json)
+    requeued_payload: str | None = None
+    if plan.delete_local:
+        await delete_row(conn, info, local_pk)
+    elif plan.write is not None:
+        await upsert_row(conn, info, plan.write, key=local_pk)
+        requeued_payload = await serialize_row(conn, info, local_pk)
+    if plan.row_state is not None:
+        await write_row_states(conn, managed.schema, [plan.row_state])
+    elif plan.forget_row_state:
+        await delete_row_states(conn, managed.schema, [(info.name, plan.key_json)])
+    if plan.requeue_op is not None and plan.row_state is not None:
+        await requeue(
+            conn,
+            [
+                Intent(
+                    managed.schema, info.name, plan.key_json, plan.requeue_op,
+                    plan.row_state.row_version,
+                    None if plan.requeue_op is Op.DELETE else requeued_payload,
+                )
+            ],
+        )
