@@ -1,0 +1,81 @@
+"""Bootstrap a service for a model version and prove that writes are captured."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from oversync_sa.server import SyncService
+from oversync_sa.server.writes import BundleWriter, ScopeManager
+from tests.alembic._models import VERSIONS, service_config
+
+SCOPE = "alice"
+
+
+async def bootstrap(engine: AsyncEngine, version: str) -> SyncService:
+    service = SyncService(engine, service_config(version))
+    await service.bootstrap()
+    return service
+
+
+async def captured_write(engine: AsyncEngine, version: str) -> dict[str, set[str]]:
+    """Bootstrap ``version``, write one row per synced table, return the captured column sets."""
+    extra, posts = VERSIONS[version]
+    service = await bootstrap(engine, version)
+    user_id = str(uuid.uuid4())
+
+    async def write(writer: BundleWriter) -> None:
+        user: dict[str, Any] = {"id": user_id, "name": "n"}
+        if extra is not None:
+            user[extra] = "x"
+        await writer.connection.execute(
+            sa.text(
+                f"INSERT INTO business.users ({', '.join(user)})"
+                f" VALUES ({', '.join(':' + k for k in user)})"
+            ),
+            user,
+        )
+        if posts is not None:
+            post: dict[str, Any] = {"id": str(uuid.uuid4()), "title": "t"}
+            if posts == "fk":
+                post["author_id"] = user_id
+            await writer.connection.execute(
+                sa.text(
+                    f"INSERT INTO business.posts ({', '.join(post)})"
+                    f" VALUES ({', '.join(':' + k for k in post)})"
+                ),
+                post,
+            )
+
+    try:
+        result = await ScopeManager(service).exec_write(SCOPE, write, writer_id="migrations")
+    finally:
+        await service.close()
+    return await bundle_columns(engine, result.bundle.bundle_seq)
+
+
+async def bundle_columns(engine: AsyncEngine, bundle_seq: int) -> dict[str, set[str]]:
+    """``table -> payload keys`` of one committed bundle of :data:`SCOPE`, read from storage."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.text(
+                "SELECT c.table_name, r.payload_wire::text AS payload FROM sync.bundle_rows r"
+                " JOIN sync.table_catalog c USING (table_id)"
+                " JOIN sync.user_state u USING (user_pk)"
+                " WHERE u.user_id = :scope AND r.bundle_seq = :seq ORDER BY r.row_ordinal"
+            ),
+            {"scope": SCOPE, "seq": bundle_seq},
+        )
+        return {row.table_name: set(json.loads(row.payload)) for row in rows}
+
+
+def expected_columns(version: str) -> dict[str, set[str]]:
+    extra, posts = VERSIONS[version]
+    expected = {"users": {"id", "name"} | ({extra} if extra else set())}
+    if posts is not None:
+        expected["posts"] = {"id", "title"} | ({"author_id"} if posts == "fk" else set())
+    return expected
