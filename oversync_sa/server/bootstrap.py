@@ -25,6 +25,7 @@ from oversync_sa.server.bootstrap_validation import (
     fk_edges,
     load_schema_facts,
 )
+from oversync_sa.server.catalog_migration import migrate_table_catalog
 from oversync_sa.server.config import RegisteredTable, ServiceConfig
 from oversync_sa.server.dependency_order import dependency_order
 from oversync_sa.server.runtime_info import KeyType, RuntimeTable, SyncRuntime
@@ -111,7 +112,18 @@ async def run_bootstrap(engine: AsyncEngine, config: ServiceConfig) -> SyncRunti
             raise error
 
     runtime_tables = _runtime_tables(tables, facts)
-    created = await _in_transaction(engine, lambda conn: ensure_layout(conn, runtime_tables))
+
+    async def _layout(conn: AsyncConnection) -> bool:
+        if config.migrate_table_catalog:
+            # The migration takes the same advisory lock; it must run before verification so a
+            # changed registered set is renumbered instead of rejected.
+            await acquire_bootstrap_lock(conn)
+            change = await migrate_table_catalog(conn, runtime_tables)
+            if change is not None:
+                _log.info("table catalog migrated: %s", change)
+        return await ensure_layout(conn, runtime_tables)
+
+    created = await _in_transaction(engine, _layout)
 
     order = dependency_order(
         (t.name for t in tables), fk_edges(facts), config.dependency_overrides

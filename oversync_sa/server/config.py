@@ -146,6 +146,11 @@ class ServiceConfig:
     Knobs marked "≤ 0 falls back to the default" in Appendix C are replaced here; the others
     keep the given value (``max_rows_per_bundle`` is advertised as configured, snapshot-session
     limits ≤ 0 mean unlimited, ``upload_lock_timeout`` ≤ 0 means off).
+
+    ``migrate_table_catalog`` (off by default, like Go's sticky catalog of §2.3) lets
+    :meth:`~oversync_sa.server.SyncService.bootstrap` renumber an existing ``sync.table_catalog``
+    to the configured tables instead of failing closed; see
+    :mod:`oversync_sa.server.catalog_migration`.
     """
 
     registered_tables: tuple[RegisteredTable, ...] = ()
@@ -171,6 +176,7 @@ class ServiceConfig:
     stage_metrics: Callable[[Any], None] | None = None
     log_stage_timings: bool = False
     bundle_change_watch: BundleChangeWatchConfig = field(default_factory=BundleChangeWatchConfig)
+    migrate_table_catalog: bool = False
 
     def __post_init__(self) -> None:
         tables = tuple(self.registered_tables)
