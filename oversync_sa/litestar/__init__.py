@@ -27,6 +27,12 @@ from oversync_sa.litestar.jwt import (
     issue_token,
     verify_token,
 )
+from oversync_sa.litestar.plugin import (
+    DEFAULT_MAX_BODY_SIZE,
+    OversyncPlugin,
+    create_status_router,
+    create_sync_router,
+)
 from oversync_sa.litestar.query import (
     DEFAULT_PULL_MAX_BUNDLES,
     MAX_PULL_BUNDLES,
@@ -53,6 +59,7 @@ from oversync_sa.litestar.responses import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_PULL_MAX_BUNDLES",
     "EXAMPLE_ISSUER",
     "FAILURE_OPT_KEY",
@@ -70,10 +77,13 @@ __all__ = [
     "DecodeError",
     "JWTAuthMiddleware",
     "JWTConfig",
+    "OversyncPlugin",
     "PullParams",
     "TokenError",
     "UserIdResolver",
     "actor_dependencies",
+    "create_status_router",
+    "create_sync_router",
     "decode_request",
     "encode_json",
     "error_response",
