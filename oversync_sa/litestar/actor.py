@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 from litestar import Request
@@ -20,6 +19,7 @@ from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
 
 from oversync_sa.errors import AuthenticationFailedError, InvalidRequestError
+from oversync_sa.server.actor import Actor
 
 __all__ = [
     "SOURCE_ID_HEADER",
@@ -39,14 +39,6 @@ SOURCE_ID_HEADER: Final = "Oversync-Source-ID"
 UserIdResolver = Callable[
     [ASGIConnection[Any, Any, Any, Any]], "str | Awaitable[str | None] | None"
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """The caller of a sync route: its scope (``user_id``) and its device (``source_id``)."""
-
-    user_id: str
-    source_id: str
 
 
 #: Handler annotation for the required actor: ``async def pull(actor: ActorDependency)``.

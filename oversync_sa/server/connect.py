@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,10 +33,12 @@ from oversync_sa.server.scope import (
     transition_to_initialized,
     transition_to_initializing,
 )
-from oversync_sa.server.service import SyncService
 from oversync_sa.server.upload_support import unexpected_as, upload_transaction
 from oversync_sa.wire.models import ConnectRequest, ConnectResolution, ConnectResponse
 from oversync_sa.wire.timefmt import format_timestamp
+
+if TYPE_CHECKING:
+    from oversync_sa.server.service import SyncService
 
 __all__ = ["check_active_lease", "connect", "extend_lease", "require_active_lease"]
 

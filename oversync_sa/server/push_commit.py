@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import groupby
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from sqlalchemy import TextClause, text
@@ -40,14 +40,17 @@ from oversync_sa.server.context import BundleContext
 from oversync_sa.server.payload import SCOPE_COLUMN, canonicalize_wire_payload
 from oversync_sa.server.push_sessions import PushSession, load_push_session
 from oversync_sa.server.push_validation import StagedRow, payload_columns
+from oversync_sa.server.read_support import driver_connection
 from oversync_sa.server.runtime_info import RuntimeTable, SyncRuntime
 from oversync_sa.server.scope import ScopeRecord, transition_to_initialized
-from oversync_sa.server.service import SyncService
 from oversync_sa.server.sources import next_expected_source_bundle_id
 from oversync_sa.server.upload_support import unexpected_as, upload_transaction
 from oversync_sa.server.writes import defer_constraints, run_bundle
 from oversync_sa.wire.keys import KeyKind, Op, key_text
 from oversync_sa.wire.models import PushSessionCommitResponse
+
+if TYPE_CHECKING:
+    from oversync_sa.server.service import SyncService
 
 __all__ = ["RowVersion", "apply_staged_rows", "commit_push_session", "find_conflict"]
 
@@ -56,9 +59,10 @@ _log = logging.getLogger("oversync_sa.server.push")
 _decode_members: Final = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _NULL: Final = msgspec.Raw(b"null")
 
-_STAGED_ROWS_SQL: Final = text(
+# Read through the driver: thousands of rows skip SQLAlchemy's per-row result processing.
+_STAGED_ROWS_SQL: Final = (
     "SELECT row_ordinal, table_id, key_bytes, op_code, base_bundle_seq, payload_apply::text "
-    "FROM sync.push_session_rows WHERE push_id = :push_id ORDER BY row_ordinal"
+    "FROM sync.push_session_rows WHERE push_id = $1 ORDER BY row_ordinal"
 )
 # Only rows that have a row_state come back; the others are "absent".
 _ROW_STATES_SQL: Final = text(
@@ -83,10 +87,10 @@ class RowVersion:
 
 
 def _staged_row(runtime: SyncRuntime, row: Sequence[Any]) -> StagedRow:
-    table = runtime.by_id[int(row[1])]
+    table = runtime.by_id[row[1]]
     raw_key = bytes(row[2])
-    op = Op.from_code(int(row[3]))
-    payload = None if row[5] is None else str(row[5]).encode("utf-8")
+    op = Op.from_code(row[3])
+    payload = None if row[5] is None else row[5].encode("utf-8")
     columns = () if payload is None else payload_columns(list(_decode_members(payload)))
     return StagedRow(
         table=table,
@@ -103,7 +107,9 @@ async def _load_staged_rows(
     conn: AsyncConnection, session: PushSession, runtime: SyncRuntime
 ) -> list[StagedRow]:
     """§5.3 steps 2-4: the complete, contiguous, duplicate-free staged rows in upload order."""
-    rows = (await conn.execute(_STAGED_ROWS_SQL, {"push_id": session.push_id})).all()
+    # load_push_session already ran on conn, so the driver is inside this transaction.
+    raw = await driver_connection(conn)
+    rows = await raw.fetch(_STAGED_ROWS_SQL, session.push_id)
     planned = session.planned_row_count
     if session.next_expected_row_ordinal != planned or len(rows) != planned:
         raise PushCommitInvalidError(
@@ -319,6 +325,11 @@ async def apply_staged_rows(
 # ----------------------------------------------------------------------------------- commit
 
 
+async def _delete_session(conn: AsyncConnection, session: PushSession) -> None:
+    """§5.3 step 11: the committed session goes, its staged rows cascade with it."""
+    await conn.execute(_DELETE_SESSION_SQL, {"push_id": session.push_id})
+
+
 async def _check_source(conn: AsyncConnection, session: PushSession) -> None:
     """§5.3 step 7: the session's tuple must still be its source's next expected id."""
     expected, _ = await next_expected_source_bundle_id(
@@ -361,7 +372,7 @@ async def _commit(
     bundle = await run_bundle(conn, service, context, writes)
     if bundle is None:
         raise PushCommitInvalidError("push session produced no captured business-table effects")
-    await conn.execute(_DELETE_SESSION_SQL, {"push_id": session.push_id})
+    await _delete_session(conn, session)
     if seed_scope is not None:
         await transition_to_initialized(conn, seed_scope, session.source_id)
     return PushSessionCommitResponse(

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,7 +37,6 @@ from oversync_sa.errors import (
 from oversync_sa.server.connect import check_active_lease, require_active_lease
 from oversync_sa.server.push_validation import StagedRow, validate_chunk
 from oversync_sa.server.scope import ScopeRecord, ScopeState, lock_scope
-from oversync_sa.server.service import SyncService
 from oversync_sa.server.sources import next_expected_source_bundle_id
 from oversync_sa.server.upload_support import unexpected_as, upload_transaction
 from oversync_sa.wire.models import (
@@ -47,6 +46,9 @@ from oversync_sa.wire.models import (
     PushSessionCreateResponse,
     PushSessionStatus,
 )
+
+if TYPE_CHECKING:
+    from oversync_sa.server.service import SyncService
 
 __all__ = [
     "PushSession",

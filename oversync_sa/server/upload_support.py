@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.errors import WireError
 from oversync_sa.server.locks import run_with_retry, user_transaction
-from oversync_sa.server.service import SyncService
+
+if TYPE_CHECKING:
+    from oversync_sa.server.service import SyncService
 
 __all__ = ["UPLOAD_ATTEMPTS", "UPLOAD_BACKOFF_SECONDS", "unexpected_as", "upload_transaction"]
 

@@ -31,7 +31,7 @@ import logging
 import weakref
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from sqlalchemy import text
@@ -45,9 +45,12 @@ from oversync_sa.errors import (
     InvalidRequestError,
     ServiceUnavailableError,
 )
+from oversync_sa.server.lifecycle import SHUTTING_DOWN_MESSAGE
 from oversync_sa.server.scope import read_scope, require_initialized
-from oversync_sa.server.service import SHUTTING_DOWN_MESSAGE, SyncService
 from oversync_sa.wire.models import BundleChangeEvent, BundleChangeNotification
+
+if TYPE_CHECKING:
+    from oversync_sa.server.service import SyncService
 
 __all__ = [
     "LISTENER_APPLICATION_NAME",

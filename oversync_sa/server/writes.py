@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -41,8 +41,10 @@ from oversync_sa.server.scope import (
     require_initialized,
     transition_to_initialized,
 )
-from oversync_sa.server.service import SyncService
 from oversync_sa.server.sources import activate_source, next_expected_source_bundle_id
+
+if TYPE_CHECKING:
+    from oversync_sa.server.service import SyncService
 
 __all__ = [
     "BundleSource",
