@@ -1,9 +1,17 @@
 """Bundle finalisation: staged trigger events -> one committed bundle (SERVER.md §3.3).
 
-Runs at the end of the bundle transaction, after the business writes. The work is set-based:
-one ``DELETE ... RETURNING`` both loads and clears this transaction's stage rows, normalisation
-and payload canonicalisation happen in Python, and the rows reach ``bundle_rows`` and
-``row_state`` through a single ``unnest`` statement, whatever the bundle size.
+Runs at the end of the bundle transaction, after the business writes, in two round trips
+whatever the bundle size:
+
+1. one statement takes this transaction's stage rows (``DELETE ... RETURNING``), normalises
+   them per logical row in SQL (§3.3 step 3), allocates ``bundle_seq`` only if a row survived,
+   and returns the surviving rows in first-touch order with their wire key text;
+2. after Python has canonicalised the payloads and hashed the bundle, one statement writes
+   ``bundle_log``, ``bundle_rows`` and ``row_state`` from arrays (``unnest``).
+
+Only the Go-canonical payload rendering (Appendix A: float64 numbers, code-point key order, Go
+string escapes) and the SHA-256 stay in Python. :func:`normalize_events` is the same
+normalisation in Python, kept as the executable reference the SQL is tested against.
 """
 
 from __future__ import annotations
@@ -11,17 +19,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.server.notify import notify_bundle_change
 from oversync_sa.server.payload import wire_payload
-from oversync_sa.server.runtime_info import SyncRuntime
+from oversync_sa.server.read_support import driver_connection, key_text_sql, uuid_table_ids
+from oversync_sa.server.runtime_info import RuntimeTable, SyncRuntime
 from oversync_sa.wire.hashing import HashRow, bundle_hash
-from oversync_sa.wire.keys import KeyKind, Op, key_text
+from oversync_sa.wire.keys import Op
 from oversync_sa.wire.models import BundleRow
 
 __all__ = [
@@ -34,34 +42,46 @@ __all__ = [
 
 _log = logging.getLogger("oversync_sa.server.finalize")
 
-_TAKE_STAGE_SQL: Final = text(
-    "DELETE FROM sync.bundle_capture_stage "
-    "WHERE txid = txid_current() AND user_pk = :user_pk "
-    "RETURNING capture_ordinal, table_id, op_code, key_bytes, payload_db::text"
+# $1 user_pk, $2 uuid table ids. ``ev`` deletes every stage row of this transaction (also when
+# all of them normalise away); ``net`` keeps, per logical row, the last event plus the first
+# event's op and ordinal; ``seq`` consumes a bundle_seq only when a row survives. Every result
+# row repeats the allocated seq (NULL when nothing survived, then no row comes back anyway).
+_TAKE_STAGE_SQL: Final = (
+    "WITH ev AS ("
+    " DELETE FROM sync.bundle_capture_stage WHERE txid = txid_current() AND user_pk = $1"
+    " RETURNING capture_ordinal, table_id, op_code, key_bytes, payload_db),"
+    " net AS ("
+    " SELECT DISTINCT ON (table_id, key_bytes) table_id, key_bytes, op_code AS last_op,"
+    "  payload_db, first_value(op_code) OVER w AS first_op,"
+    "  first_value(capture_ordinal) OVER w AS first_ordinal"
+    " FROM ev WINDOW w AS (PARTITION BY table_id, key_bytes ORDER BY capture_ordinal)"
+    " ORDER BY table_id, key_bytes, capture_ordinal DESC),"
+    " kept AS (SELECT * FROM net WHERE NOT (last_op = 3 AND first_op = 1)),"
+    " seq AS ("
+    " UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1"
+    " WHERE user_pk = $1 AND EXISTS (SELECT 1 FROM kept) RETURNING next_bundle_seq - 1 AS s)"
+    " SELECT k.table_id, k.key_bytes, "
+    + key_text_sql("k.table_id", "k.key_bytes", "$2")
+    + ", CASE WHEN k.last_op = 3 THEN 3 WHEN k.first_op = 1 THEN 1 ELSE 2 END,"
+    " CASE WHEN k.last_op = 3 THEN NULL ELSE k.payload_db::text END, (SELECT s FROM seq)"
+    " FROM kept k ORDER BY k.first_ordinal, k.table_id, k.key_bytes"
 )
-_ALLOCATE_SEQ_SQL: Final = text(
-    "UPDATE sync.user_state SET next_bundle_seq = next_bundle_seq + 1 "
-    "WHERE user_pk = :user_pk RETURNING next_bundle_seq - 1"
-)
-_INSERT_LOG_SQL: Final = text(
-    "INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id, "
-    "row_count, byte_count, bundle_hash, committed_at) "
-    "VALUES (:user_pk, :bundle_seq, :source_id, :source_bundle_id, :row_count, :byte_count, "
-    ":bundle_hash, now())"
-)
-# bundle_rows and row_state from the same arrays, sent once. row_ordinal is 1-based in storage.
-_PERSIST_ROWS_SQL: Final = text(
-    "WITH r AS ("
-    " SELECT * FROM unnest(CAST(:table_ids AS integer[]), CAST(:key_bytes AS bytea[]),"
-    "   CAST(:op_codes AS smallint[]), CAST(:payloads AS text[]))"
-    "   WITH ORDINALITY AS r(table_id, key_bytes, op_code, payload, row_ordinal)),"
+# bundle_log, bundle_rows and row_state in one statement. The bundle_rows -> bundle_log foreign
+# key is checked at the end of the statement, when the log row exists. row_ordinal is 1-based.
+_PERSIST_SQL: Final = (
+    "WITH log AS ("
+    " INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id,"
+    " row_count, byte_count, bundle_hash, committed_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, now())),"
+    " r AS MATERIALIZED ("
+    " SELECT * FROM unnest($8::integer[], $9::bytea[], $10::smallint[], $11::text[])"
+    "  WITH ORDINALITY AS r(table_id, key_bytes, op_code, payload, row_ordinal)),"
     " stored AS ("
     " INSERT INTO sync.bundle_rows (user_pk, bundle_seq, row_ordinal, table_id, key_bytes,"
-    "   op_code, payload_wire)"
-    " SELECT :user_pk, :bundle_seq, row_ordinal, table_id, key_bytes, op_code, payload::json"
-    " FROM r)"
+    "  op_code, payload_wire)"
+    " SELECT $1, $2, row_ordinal, table_id, key_bytes, op_code, payload::json FROM r)"
     " INSERT INTO sync.row_state (user_pk, table_id, key_bytes, bundle_seq, deleted)"
-    " SELECT :user_pk, table_id, key_bytes, :bundle_seq, op_code = 3 FROM r"
+    " SELECT $1, table_id, key_bytes, $2, op_code = 3 FROM r"
     " ON CONFLICT (user_pk, table_id, key_bytes) DO UPDATE"
     " SET bundle_seq = EXCLUDED.bundle_seq, deleted = EXCLUDED.deleted"
 )
@@ -121,6 +141,8 @@ class _Net:
 def normalize_events(events: Iterable[CapturedEvent]) -> list[NormalizedRow]:
     """Collapse events per logical row, in first-touch order (§3.3 step 3, §11.7).
 
+    The reference of the normalisation :func:`finalize_bundle` runs in SQL.
+
     ``events`` may come in any order; they are applied by ordinal. Created-then-deleted rows
     vanish, delete-then-reinsert of an existing row becomes one UPDATE, and a row first touched
     by INSERT stays an INSERT whatever updates follow. Ordinals are unique, so first-touch order
@@ -148,46 +170,66 @@ def normalize_events(events: Iterable[CapturedEvent]) -> list[NormalizedRow]:
     return rows
 
 
-async def _take_stage_events(conn: AsyncConnection, user_pk: int) -> list[CapturedEvent]:
-    result = await conn.execute(_TAKE_STAGE_SQL, {"user_pk": user_pk})
-    return [CapturedEvent(int(o), int(t), int(op), bytes(k), p) for o, t, op, k, p in result.all()]
+@dataclass(frozen=True, slots=True)
+class _TablePlan:
+    """Per-table constants of the row loop, computed once per bundle."""
+
+    table: RuntimeTable
+    column_types: Mapping[str, str]
 
 
-def _wire_rows(
-    rows: Sequence[NormalizedRow], runtime: SyncRuntime, bundle_seq: int
-) -> tuple[list[BundleRow], list[bytes | None]]:
-    """Wire rows plus their canonical payload bytes (``None`` for DELETE)."""
+def _plans(runtime: SyncRuntime) -> dict[int, _TablePlan]:
+    return {
+        t.table_id: _TablePlan(t, runtime.column_types.get(t.name, {})) for t in runtime.tables
+    }
+
+
+_OPS: Final = {op.code: op for op in Op}
+
+
+async def _load_stage(raw: Any, user_pk: int, runtime: SyncRuntime) -> list[Any]:
+    """Round trip 1: take, normalise and order this transaction's events (see the SQL)."""
+    return list(await raw.fetch(_TAKE_STAGE_SQL, user_pk, uuid_table_ids(runtime.tables)))
+
+
+def _build_bundle(
+    records: Sequence[Any], runtime: SyncRuntime, bundle_seq: int
+) -> tuple[list[BundleRow], list[str | None], str, int]:
+    """Wire rows, stored payload texts (``None`` for DELETE), hash and byte_count.
+
+    Each payload is Go-canonicalised and wire-canonicalised exactly once (§3.3 step 1, §3.4);
+    the hash then copies those canonical bytes verbatim.
+    """
+    plans = _plans(runtime)
     wire: list[BundleRow] = []
-    payloads: list[bytes | None] = []
-    for row in rows:
-        table = runtime.by_id[row.table_id]
-        key = {table.key_column: key_text(KeyKind(table.key_kind), row.key_bytes)}
-        op = Op.from_code(row.op_code)
-        if row.payload is None:
+    stored: list[str | None] = []
+    hashed: list[HashRow] = []
+    for table_id, _key_bytes, key, op_code, payload_db, _seq in records:
+        plan = plans[table_id]
+        table = plan.table
+        op = _OPS[op_code]
+        key_obj = {table.key_column: key}
+        if payload_db is None:
             wire.append(
                 BundleRow(
-                    schema=table.schema, table=table.table, key=key, op=op, row_version=bundle_seq
+                    schema=table.schema, table=table.table, key=key_obj, op=op,
+                    row_version=bundle_seq,
                 )
             )
-            payloads.append(None)
+            stored.append(None)
+            hashed.append(HashRow(table.schema, table.table, key_obj, op, bundle_seq, None))
             continue
-        payload = wire_payload(row.payload, _column_types(runtime, table.name))
+        payload = wire_payload(payload_db, plan.column_types)
         wire.append(
             BundleRow(
-                schema=table.schema,
-                table=table.table,
-                key=key,
-                op=op,
-                row_version=bundle_seq,
-                payload=msgspec.Raw(payload),
+                schema=table.schema, table=table.table, key=key_obj, op=op,
+                row_version=bundle_seq, payload=msgspec.Raw(payload),
             )
         )
-        payloads.append(payload)
-    return wire, payloads
-
-
-def _column_types(runtime: SyncRuntime, name: str) -> Mapping[str, str]:
-    return runtime.column_types.get(name, {})
+        stored.append(payload.decode("utf-8"))
+        hashed.append(HashRow(table.schema, table.table, key_obj, op, bundle_seq, payload))
+    digest, byte_count = bundle_hash(hashed)
+    return wire, stored, digest, byte_count
 
 
 async def finalize_bundle(
@@ -206,27 +248,26 @@ async def finalize_bundle(
     ``notify_channel`` set, a bundle-change NOTIFY is queued in the same transaction. The caller
     activates the source and applies retention afterwards (§3.3 step 13).
     """
-    rows = normalize_events(await _take_stage_events(conn, user_pk))
-    if not rows:
+    # The business writes already ran on conn, so its transaction is open on the driver.
+    raw = await driver_connection(conn)
+    records = await _load_stage(raw, user_pk, runtime)
+    if not records:
         return None
-
-    bundle_seq = int((await conn.execute(_ALLOCATE_SEQ_SQL, {"user_pk": user_pk})).scalar_one())
-    wire, payloads = _wire_rows(rows, runtime, bundle_seq)
-    digest, byte_count = bundle_hash(
-        HashRow(r.schema, r.table, r.key, r.op, r.row_version, p)
-        for r, p in zip(wire, payloads, strict=True)
-    )
-    await conn.execute(
-        _INSERT_LOG_SQL,
-        {
-            "user_pk": user_pk,
-            "bundle_seq": bundle_seq,
-            "source_id": source_id,
-            "source_bundle_id": source_bundle_id,
-            "row_count": len(wire),
-            "byte_count": byte_count,
-            "bundle_hash": bytes.fromhex(digest),
-        },
+    bundle_seq = int(records[0][5])
+    wire, stored, digest, byte_count = _build_bundle(records, runtime, bundle_seq)
+    await raw.execute(
+        _PERSIST_SQL,
+        user_pk,
+        bundle_seq,
+        source_id,
+        source_bundle_id,
+        len(wire),
+        byte_count,
+        bytes.fromhex(digest),
+        [r[0] for r in records],
+        [r[1] for r in records],
+        [r[3] for r in records],
+        stored,
     )
     if notify_channel is not None:
         await notify_bundle_change(
@@ -237,17 +278,6 @@ async def finalize_bundle(
             source_id=source_id,
             source_bundle_id=source_bundle_id,
         )
-    await conn.execute(
-        _PERSIST_ROWS_SQL,
-        {
-            "user_pk": user_pk,
-            "bundle_seq": bundle_seq,
-            "table_ids": [r.table_id for r in rows],
-            "key_bytes": [r.key_bytes for r in rows],
-            "op_codes": [r.op_code for r in rows],
-            "payloads": [None if p is None else p.decode("utf-8") for p in payloads],
-        },
-    )
     _log.debug(
         "finalised bundle user_pk=%d seq=%d rows=%d bytes=%d",
         user_pk,
