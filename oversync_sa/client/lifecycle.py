@@ -344,14 +344,38 @@ async def detach(runtime: ClientRuntime) -> DetachResult:
         await conn.exec_driver_sql("DELETE FROM _sync_snapshot_stage")
         await set_apply_mode(conn, False)
         attachment = await load_attachment(conn)
+        source_id = await _source_for_next_user(conn, attachment.current_source_id)
         await save_attachment(
             conn,
             replace(attachment, binding_state=BindingState.ANONYMOUS, attached_user_id="",
-                  pending_initialization_id="", last_bundle_seq_seen=0),
+                  pending_initialization_id="", last_bundle_seq_seen=0,
+                  current_source_id=source_id),
         )
         await save_operation(conn, OperationState())
     runtime.disconnect()
+    runtime.source_id = source_id
     return DetachResult(DetachOutcome.DETACHED, 0)
+
+
+async def _source_for_next_user(conn: AsyncConnection, source_id: str) -> str:
+    """The source the next attached user will push from.
+
+    The server sequences source bundles per ``(user, source)`` and expects 1 for a pair it has
+    never seen, while the device keeps one counter per source. Reusing a source that already
+    pushed for the detached user would make the next user's first push
+    ``source_sequence_out_of_order`` and wedge it in source recovery (CLIENT.md §12.28, a Go
+    defect), so a used source is retired locally and a fresh one starts at 1.
+    """
+    rows = await fetch_all(
+        conn,
+        "SELECT next_source_bundle_id FROM _sync_source_state WHERE source_id = ?",
+        (source_id,),
+    )
+    if not source_id or not rows or int(rows[0][0]) <= 1:
+        return source_id
+    fresh = await fresh_source_id(conn, avoid=(source_id,))
+    await ensure_source(conn, fresh)
+    return fresh
 
 
 # --------------------------------------------------------------------------- reads

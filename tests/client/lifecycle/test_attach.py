@@ -257,3 +257,29 @@ async def test_uninstall_drops_metadata_and_closes(client: SyncClient) -> None:
 
     with pytest.raises(ClientClosedError):
         await client.open()
+
+
+async def test_detach_rotates_a_source_that_already_pushed(
+    client: SyncClient, server: FakeServer
+) -> None:
+    """CLIENT.md §12.28: the next user must not inherit the previous user's source sequence."""
+    await client.open()
+    connect_reply(server, "initialize_empty")
+    await client.attach("u1")
+    used = (await client.source_info()).current_source_id
+    async with client.runtime.engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "UPDATE _sync_source_state SET next_source_bundle_id = 4 WHERE source_id = ?",
+            (used,),
+        )
+    assert (await client.detach()).outcome is DetachOutcome.DETACHED
+    fresh = (await client.source_info()).current_source_id
+    assert fresh != used
+    assert client.runtime.source_id == fresh
+    assert (
+        await scalar(
+            client,
+            f"SELECT next_source_bundle_id FROM _sync_source_state WHERE source_id = '{fresh}'",
+        )
+        == 1
+    )
