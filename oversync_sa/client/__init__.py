@@ -1,7 +1,20 @@
-"""The SQLite side of oversync: configuration, local metadata, validation, capture, encodings.
+"""The SQLite side of oversync: the sync client and its building blocks.
 
-These are the building blocks the client lifecycle (open/attach/push/pull/rebuild) is made of.
-A typical construction sequence on a fresh ``AsyncConnection``::
+Most applications need only the facade::
+
+    client = await SyncClient.create("app.db", "https://api.example.com", get_token,
+                                     models=Base, schema="business")
+    await client.open()
+    await client.attach(user_id)
+    await client.start(on_error=report)        # or: await client.sync()
+    ...
+    await client.close()
+
+``models=Base`` creates or upgrades the SQLite mirror of the synced models; pass a
+:class:`ClientConfig` instead to manage hand-made tables. :class:`BlockingSyncClient` offers the
+same operations to synchronous code. The lower-level pieces (metadata tables, validation,
+triggers, encodings) stay exported for tools and tests; a manual construction sequence on a
+fresh ``AsyncConnection`` is::
 
     await initialize_database(conn)
     managed = await validate_managed_tables(conn, config)
@@ -9,12 +22,32 @@ A typical construction sequence on a fresh ``AsyncConnection``::
     await conn.commit()
 """
 
+from oversync_sa.client.background import (
+    BackgroundStatus,
+    DownloadMode,
+    ErrorCallback,
+    LoopPhase,
+    LoopStatus,
+    SyncCallback,
+)
+from oversync_sa.client.client import BlockingSyncClient, SyncClient, SyncSession
 from oversync_sa.client.config import (
     DEFAULT_RETRY_POLICY,
     BundleChangeWatchMode,
     ClientConfig,
     RetryPolicy,
     SyncTable,
+)
+from oversync_sa.client.conflicts import (
+    AcceptServer,
+    ClientWinsResolver,
+    ConflictContext,
+    ConflictResolver,
+    KeepLocal,
+    KeepMerged,
+    MergeResult,
+    PerTableResolver,
+    ServerWinsResolver,
 )
 from oversync_sa.client.encoding import (
     SqlValue,
@@ -35,16 +68,70 @@ from oversync_sa.client.encoding import (
     wire_payload_to_values,
 )
 from oversync_sa.client.errors import (
+    AttachBindingConflictError,
+    AttachLifecycleUnsupportedError,
+    AttachLocalStateConflictError,
+    AttachRequiredError,
+    BundleHashMismatchError,
+    ClientClosedError,
     ConfigFieldError,
+    DatabaseAlreadyOwnedError,
     DatabaseInitializationError,
+    DestructiveTransitionInProgressError,
+    DirtyStateRejectedError,
+    InvalidConflictResolutionError,
     KeyEncodingError,
+    LifecyclePreconditionError,
+    OpenRequiredError,
+    OutboxStateError,
     PayloadEncodingError,
+    PendingPushReplayError,
+    ProtocolViolationError,
+    PushConflictRetryExhaustedError,
+    RebuildRequiredError,
+    RemoteReplacePendingError,
+    RetryExhaustedError,
+    SourceRecoveryRequiredError,
+    SourceReplacementDivergedError,
+    SyncOperationInProgressError,
+    UnexpectedStatusError,
 )
 from oversync_sa.client.local_schema import (
     METADATA_TABLES,
     initialize_database,
     record_managed_table,
 )
+from oversync_sa.client.progress import ProgressCallback
+from oversync_sa.client.results import (
+    AttachOutcome,
+    AttachResult,
+    AttachStatus,
+    AuthorityStatus,
+    DetachOutcome,
+    DetachResult,
+    PendingSyncStatus,
+    PushOutcome,
+    PushReport,
+    PushTransferStats,
+    RemoteSyncOutcome,
+    RemoteSyncReport,
+    RestoreSummary,
+    SourceInfo,
+    SourceRecoveryCode,
+    SyncReport,
+    SyncStatus,
+    SyncThenDetachResult,
+)
+from oversync_sa.client.schema_upgrade import (
+    ChangeKind,
+    DestructiveSchemaChangeError,
+    RefusedChange,
+    SchemaPlan,
+    SchemaUpgradeReport,
+    plan_schema_upgrade,
+    upgrade_schema,
+)
+from oversync_sa.client.transport import SyncTransport, TokenProvider
 from oversync_sa.client.triggers import (
     TRANSITION_PENDING_MESSAGE,
     drop_triggers,
@@ -68,20 +155,87 @@ __all__ = [
     "DEFAULT_RETRY_POLICY",
     "METADATA_TABLES",
     "TRANSITION_PENDING_MESSAGE",
+    "AcceptServer",
+    "AttachBindingConflictError",
+    "AttachLifecycleUnsupportedError",
+    "AttachLocalStateConflictError",
+    "AttachOutcome",
+    "AttachRequiredError",
+    "AttachResult",
+    "AttachStatus",
+    "AuthorityStatus",
+    "BackgroundStatus",
+    "BlockingSyncClient",
     "BundleChangeWatchMode",
+    "BundleHashMismatchError",
+    "ChangeKind",
+    "ClientClosedError",
     "ClientConfig",
+    "ClientWinsResolver",
     "ColumnInfo",
     "ConfigFieldError",
+    "ConflictContext",
+    "ConflictResolver",
+    "DatabaseAlreadyOwnedError",
     "DatabaseInitializationError",
+    "DestructiveSchemaChangeError",
+    "DestructiveTransitionInProgressError",
+    "DetachOutcome",
+    "DetachResult",
+    "DirtyStateRejectedError",
+    "DownloadMode",
+    "ErrorCallback",
     "ForeignKeyInfo",
+    "InvalidConflictResolutionError",
+    "KeepLocal",
+    "KeepMerged",
     "KeyEncodingError",
     "KeyKind",
+    "LifecyclePreconditionError",
+    "LoopPhase",
+    "LoopStatus",
     "ManagedSchema",
+    "MergeResult",
+    "OpenRequiredError",
+    "OutboxStateError",
     "PayloadEncodingError",
+    "PendingPushReplayError",
+    "PendingSyncStatus",
+    "PerTableResolver",
+    "ProgressCallback",
+    "ProtocolViolationError",
+    "PushConflictRetryExhaustedError",
+    "PushOutcome",
+    "PushReport",
+    "PushTransferStats",
+    "RebuildRequiredError",
+    "RefusedChange",
+    "RemoteReplacePendingError",
+    "RemoteSyncOutcome",
+    "RemoteSyncReport",
+    "RestoreSummary",
+    "RetryExhaustedError",
     "RetryPolicy",
+    "SchemaPlan",
+    "SchemaUpgradeReport",
+    "ServerWinsResolver",
+    "SourceInfo",
+    "SourceRecoveryCode",
+    "SourceRecoveryRequiredError",
+    "SourceReplacementDivergedError",
     "SqlValue",
+    "SyncCallback",
+    "SyncClient",
+    "SyncOperationInProgressError",
+    "SyncReport",
+    "SyncSession",
+    "SyncStatus",
     "SyncTable",
+    "SyncThenDetachResult",
+    "SyncTransport",
     "TableInfo",
+    "TokenProvider",
+    "UnexpectedStatusError",
     "WirePayload",
     "delete_row",
     "delete_sql",
@@ -98,10 +252,12 @@ __all__ = [
     "local_pk_from_wire_key",
     "local_pk_to_sql",
     "payload_json_sql",
+    "plan_schema_upgrade",
     "record_managed_table",
     "serialize_row",
     "set_apply_mode",
     "trigger_names",
+    "upgrade_schema",
     "upsert_row",
     "upsert_sql",
     "validate_managed_tables",

@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from oversync_sa.client.errors import ConfigFieldError
 
@@ -251,6 +252,31 @@ class ClientConfig:
             self, "watch_fallback_interval", interval if interval > 0 else backoff_max
         )
         object.__setattr__(self, "_table_index", {table.name: table for table in tables})
+
+    @classmethod
+    def from_models(cls, models: Any, schema: str = "business", **options: Any) -> ClientConfig:
+        """The configuration of a client mirroring the synced models of ``models``.
+
+        ``models`` is a :class:`~oversync_sa.metadata.SyncedBase` subclass (or its
+        ``MetaData``); every synced table becomes a :class:`SyncTable` keyed by its registered
+        sync key, ``download_only`` taken from its registration, listed parents first
+        (``sync_registry(models).dependency_order()``). ``schema`` is the *server* schema the
+        rows belong to; ``options`` are the remaining :class:`ClientConfig` fields.
+        Raises :class:`~oversync_sa.errors.UnsupportedSchemaError` for models that cannot sync.
+        """
+        # Imported here: the metadata package pulls in the ORM, which plain configs do not need.
+        from oversync_sa.metadata import sync_registry
+
+        registry = sync_registry(models)
+        tables = tuple(
+            SyncTable(
+                info.table.name,
+                sync_key_column=info.key_column,
+                download_only=info.download_only,
+            )
+            for info in (registry.tables[name] for name in registry.dependency_order())
+        )
+        return cls(schema, tables, **options)
 
     @property
     def effective_retry_policy(self) -> RetryPolicy:

@@ -41,6 +41,7 @@ from oversync_sa.client.errors import (
     SourceRecoveryRequiredError,
 )
 from oversync_sa.client.local_schema import SYNC_TIMESTAMP_SQL, fetch_all
+from oversync_sa.client.progress import report_progress
 from oversync_sa.client.results import RemoteSyncOutcome, RemoteSyncReport, SyncStatus
 from oversync_sa.client.runtime import ClientRuntime
 from oversync_sa.client.snapshot import ProgressCallback, rebuild_keep_source
@@ -223,11 +224,18 @@ async def apply_bundle(runtime: ClientRuntime, bundle: Bundle) -> int:
 
 
 async def pull_to_stable(
-    runtime: ClientRuntime, progress: ProgressCallback | None = None
+    runtime: ClientRuntime,
+    progress: ProgressCallback | None = None,
+    *,
+    bundle_progress: ProgressCallback | None = None,
 ) -> RemoteSyncReport:
     """Pull and apply every bundle up to the server's stable seq of the first page (§7.2).
 
-    ``history_pruned`` switches to a keep-source snapshot rebuild (``progress`` reports it).
+    ``history_pruned`` switches to a keep-source snapshot rebuild, whose rows ``progress``
+    reports as ``(rows_staged, snapshot_rows)``. ``bundle_progress(done, total)`` is called
+    after each applied bundle in bundle-sequence units: ``done`` is how far the checkpoint moved
+    since this call started, ``total`` the distance to the stable ceiling frozen by the first
+    page (sequences are per user and may have gaps, so treat it as a ratio, not a count).
     """
     await check_pull_preconditions(runtime)
     if runtime.downloads_paused:
@@ -238,6 +246,7 @@ async def pull_to_stable(
             "SELECT last_bundle_seq_seen FROM _sync_attachment_state WHERE singleton_key = 1",
         )
     after = int(row[0])
+    start = after
     limit = runtime.config.download_limit
     target = 0
     applied = False
@@ -260,6 +269,7 @@ async def pull_to_stable(
             await apply_bundle(runtime, bundle)
             applied = True
             after = bundle.bundle_seq
+            await report_progress(bundle_progress, after - start, target - start)
         if after >= target:
             outcome = (
                 RemoteSyncOutcome.APPLIED_INCREMENTAL if applied

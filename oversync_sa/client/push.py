@@ -37,6 +37,7 @@ from oversync_sa.client.outbox import (
     load_outbox,
     mark_committed_remote,
 )
+from oversync_sa.client.progress import ProgressCallback, report_progress
 from oversync_sa.client.replay import (
     CommittedBundle,
     authoritative_transaction,
@@ -45,7 +46,13 @@ from oversync_sa.client.replay import (
     stage_committed_page,
     verify_staged_bundle,
 )
-from oversync_sa.client.results import PushOutcome, PushReport, SourceRecoveryCode, SyncStatus
+from oversync_sa.client.results import (
+    PushOutcome,
+    PushReport,
+    PushTransferStats,
+    SourceRecoveryCode,
+    SyncStatus,
+)
 from oversync_sa.client.runtime import ClientRuntime
 from oversync_sa.client.state import (
     BindingState,
@@ -93,18 +100,6 @@ _CREATE_RECOVERY_CODES: Final = frozenset(
 _COMMIT_RECOVERY_CODES: Final = frozenset({"source_sequence_changed", "source_retired"})
 
 
-@dataclass(slots=True)
-class PushTransferStats:
-    """Diagnostics counters (§10.2 ``PushTransferStats``), cumulative until :meth:`reset`."""
-
-    sessions_created: int = 0
-    chunks_uploaded: int = 0
-    committed_bundle_chunks_read: int = 0
-
-    def reset(self) -> None:
-        self.sessions_created = self.chunks_uploaded = self.committed_bundle_chunks_read = 0
-
-
 class _ReplayPruned(Exception):
     """Internal: our bundle is committed but its rows are no longer retained (§8.5)."""
 
@@ -125,17 +120,22 @@ async def push_pending(
     *,
     resolver: ConflictResolver | None = None,
     stats: PushTransferStats | None = None,
+    progress: ProgressCallback | None = None,
 ) -> PushReport:
     """Push every pending local change and replay the committed bundle (§5.0).
 
-    The caller holds the client's operation lock. ``resolver`` decides conflicts (server wins
-    when ``None``); ``stats`` collects transfer diagnostics. Outcomes: ``no_change`` (nothing
-    to send, or every change resolved away), ``committed``, ``skipped_paused``. Failures leave
-    the durable outbox for the next call.
+    The caller holds the client's operation lock. ``resolver`` decides conflicts (default:
+    ``runtime.resolver``, and server wins when that is ``None`` too); ``stats`` collects
+    transfer diagnostics (default: ``runtime.push_stats``). ``progress(rows_uploaded,
+    rows_total)`` is called with ``0`` before the first chunk and after every uploaded chunk of
+    a staging session (a retried attempt starts again from ``0``). Outcomes: ``no_change``
+    (nothing to send, or every change resolved away), ``committed``, ``skipped_paused``.
+    Failures leave the durable outbox for the next call.
     """
-    counters = stats if stats is not None else PushTransferStats()
+    counters = stats if stats is not None else runtime.push_stats
+    chosen = resolver if resolver is not None else runtime.resolver
     for retry in range(MAX_PUSH_CONFLICT_AUTO_RETRIES + 1):
-        outcome = await _push_once(runtime, resolver, counters)
+        outcome = await _push_once(runtime, chosen, counters, progress)
         if outcome is not None:
             return PushReport(outcome, await _status(runtime))
         async with runtime.transaction() as conn:
@@ -155,7 +155,10 @@ async def _status(runtime: ClientRuntime) -> SyncStatus:
 
 
 async def _push_once(
-    runtime: ClientRuntime, resolver: ConflictResolver | None, stats: PushTransferStats
+    runtime: ClientRuntime,
+    resolver: ConflictResolver | None,
+    stats: PushTransferStats,
+    progress: ProgressCallback | None,
 ) -> PushOutcome | None:
     """One attempt; ``None`` when a conflict was resolved and the caller decides what next."""
     await _check_preconditions(runtime)
@@ -166,7 +169,7 @@ async def _push_once(
         return PushOutcome.NO_CHANGE
 
     async def attempt() -> _Committed:
-        return await _commit_and_fetch(runtime, stats)
+        return await _commit_and_fetch(runtime, stats, progress)
 
     try:
         committed = await run_with_retry(
@@ -228,7 +231,9 @@ async def _outbound_bundle(runtime: ClientRuntime) -> OutboxBundle | None:
 # --------------------------------------------------------------------------- commit (§5.2)
 
 
-async def _commit_and_fetch(runtime: ClientRuntime, stats: PushTransferStats) -> _Committed:
+async def _commit_and_fetch(
+    runtime: ClientRuntime, stats: PushTransferStats, progress: ProgressCallback | None
+) -> _Committed:
     """One retryable attempt: create/upload/commit (or ``already_committed``), then fetch."""
     async with runtime.transaction() as conn:
         await reset_push_stage(conn)
@@ -249,7 +254,7 @@ async def _commit_and_fetch(runtime: ClientRuntime, stats: PushTransferStats) ->
         commit = _already_committed(runtime, bundle, created)
         already = True
     else:
-        commit = await _upload_and_commit(runtime, bundle, created, stats)
+        commit = await _upload_and_commit(runtime, bundle, created, stats, progress)
         already = False
     async with runtime.transaction() as conn:
         bundle = await mark_committed_remote(
@@ -291,6 +296,7 @@ async def _upload_and_commit(
     bundle: OutboxBundle,
     created: PushSessionCreateResponse,
     stats: PushTransferStats,
+    progress: ProgressCallback | None,
 ) -> CommittedBundle:
     push_id = created.push_id
     if (
@@ -303,6 +309,7 @@ async def _upload_and_commit(
     committed = False
     try:
         limit = runtime.config.upload_limit
+        await report_progress(progress, 0, bundle.row_count)
         for start in range(0, bundle.row_count, limit):
             rows = [r.push_row() for r in bundle.rows[start : start + limit]]
             try:
@@ -319,6 +326,7 @@ async def _upload_and_commit(
                     f" next {reply.next_expected_row_ordinal}, expected {start + len(rows)}",
                 )
             stats.chunks_uploaded += 1
+            await report_progress(progress, start + len(rows), bundle.row_count)
         hook = runtime.hooks.take("before_push_commit")
         if hook is not None:
             await hook(None)

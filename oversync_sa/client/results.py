@@ -19,6 +19,7 @@ __all__ = [
     "PendingSyncStatus",
     "PushOutcome",
     "PushReport",
+    "PushTransferStats",
     "RemoteSyncOutcome",
     "RemoteSyncReport",
     "RestoreSummary",
@@ -118,6 +119,21 @@ class DetachResult:
 class PushReport:
     outcome: PushOutcome
     status: SyncStatus | None = None
+
+
+@dataclass(slots=True)
+class PushTransferStats:
+    """Push diagnostics counters (§10.2), cumulative until :meth:`reset`.
+
+    ``sessions_created`` counts staging sessions only (not ``already_committed`` answers).
+    """
+
+    sessions_created: int = 0
+    chunks_uploaded: int = 0
+    committed_bundle_chunks_read: int = 0
+
+    def reset(self) -> None:
+        self.sessions_created = self.chunks_uploaded = self.committed_bundle_chunks_read = 0
 
 
 @dataclass(frozen=True, slots=True)

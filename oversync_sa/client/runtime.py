@@ -24,7 +24,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -36,8 +36,13 @@ from oversync_sa.client.errors import (
     SyncOperationInProgressError,
 )
 from oversync_sa.client.local_schema import fetch_all
+from oversync_sa.client.results import PushTransferStats
 from oversync_sa.client.transport import SyncTransport
 from oversync_sa.client.validation import ManagedSchema
+
+if TYPE_CHECKING:
+    # conflicts imports this module; the resolver type is only needed for annotations.
+    from oversync_sa.client.conflicts import ConflictResolver
 
 __all__ = [
     "ClientRuntime",
@@ -54,6 +59,7 @@ _log = logging.getLogger("oversync_sa.client.runtime")
 Hook = Callable[[AsyncConnection | None], Awaitable[None]]
 
 _PREPARED_FLAG: Final = "oversync_sa_prepared"
+_CONFIGURED_FLAG: Final = "oversync_sa_configured"
 
 
 def prepare_engine(engine: AsyncEngine) -> AsyncEngine:
@@ -71,8 +77,7 @@ def prepare_engine(engine: AsyncEngine) -> AsyncEngine:
     if sync_engine.dialect.name != "sqlite":
         raise ValueError(f"the oversync client needs SQLite, got {sync_engine.dialect.name}")
 
-    @event.listens_for(sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _configure(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
@@ -80,6 +85,19 @@ def prepare_engine(engine: AsyncEngine) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
         finally:
             cursor.close()
+        record.info[_CONFIGURED_FLAG] = True
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        _configure(dbapi_connection, record)
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # Connections pooled before the engine was prepared (e.g. by the application's own
+        # ``create_all``) never saw the connect hook: without this they would run in the
+        # driver's legacy transaction mode, without WAL and without foreign keys.
+        if not record.info.get(_CONFIGURED_FLAG):
+            _configure(dbapi_connection, record)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -158,6 +176,9 @@ class ClientRuntime:
     ``source_id`` is the in-memory copy of ``_sync_attachment_state.current_source_id`` (empty
     until ``open()``); ``user_id`` is the attached user of a connected session; the transport
     reads ``source_id`` for its ``Oversync-Source-ID`` header on every request.
+
+    ``resolver`` decides push conflicts (``None`` = server wins) and ``push_stats`` accumulates
+    push diagnostics; ``push_pending`` uses both unless its caller passes its own.
     """
 
     engine: AsyncEngine
@@ -173,6 +194,8 @@ class ClientRuntime:
     downloads_paused: bool = False
     closed: bool = False
     hooks: OneShotHooks = field(default_factory=OneShotHooks)
+    resolver: ConflictResolver | None = None
+    push_stats: PushTransferStats = field(default_factory=PushTransferStats)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _current: str = ""
 

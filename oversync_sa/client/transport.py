@@ -16,6 +16,10 @@ Retries: the request-level operations of §9.2 (``connect_capabilities``, ``conn
 ``pull_request``, ``snapshot_session_create``, ``snapshot_chunk_fetch``) retry each attempt that
 ends in 429/502/503/504 or a connection error; push requests are single attempts and the push
 module wraps its whole operation in :func:`run_with_retry` (operation ``push_pending``).
+
+:meth:`SyncTransport.watch` opens the ``/sync/watch`` SSE stream (§9.4): a single attempt, with
+the client's connect/write/pool timeouts but *no read timeout* - heartbeats keep an idle stream
+alive, and Go's whole-request timeout cutting every stream after 120 s is a defect (§12.45).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import asyncio
 import inspect
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
@@ -37,8 +42,10 @@ from oversync_sa.client.errors import (
     RetryExhaustedError,
     UnexpectedStatusError,
 )
+from oversync_sa.client.sse import iter_sse_events
 from oversync_sa.errors import OversyncError, WireError, wire_error_for
 from oversync_sa.wire import (
+    BundleChangeEvent,
     CapabilitiesResponse,
     CommittedBundleRowsResponse,
     ConnectRequest,
@@ -218,6 +225,10 @@ class SyncTransport:
         self._http = http if http is not None else httpx.AsyncClient(
             timeout=timeout, transport=transport
         )
+        base = self._http.timeout
+        self._stream_timeout = httpx.Timeout(
+            connect=base.connect, read=None, write=base.write, pool=base.pool
+        )
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
 
@@ -300,11 +311,13 @@ class SyncTransport:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def capabilities(self) -> CapabilitiesResponse:
-        """``GET /sync/capabilities`` (retried as ``connect_capabilities``)."""
+    async def capabilities(
+        self, operation: str = "connect_capabilities"
+    ) -> CapabilitiesResponse:
+        """``GET /sync/capabilities`` (request-level retry; ``operation`` names it in errors:
+        ``connect_capabilities`` for Attach, ``watch_capabilities`` for the watch decision)."""
         return await self._call(
-            "connect_capabilities", "GET", "/sync/capabilities", CapabilitiesResponse,
-            retried=True,
+            operation, "GET", "/sync/capabilities", CapabilitiesResponse, retried=True,
         )
 
     async def connect(self, has_local_pending_rows: bool) -> ConnectResponse:
@@ -404,6 +417,53 @@ class SyncTransport:
         return await self._best_effort_delete(
             "snapshot_session_delete", f"/sync/snapshot-sessions/{_segment(snapshot_id)}"
         )
+
+
+    # -- watch (§9.4) -------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def watch(
+        self, after_bundle_seq: int
+    ) -> AsyncIterator[AsyncIterator[BundleChangeEvent]]:
+        """Open ``GET /sync/watch?after_bundle_seq=N`` and yield its ``bundle`` events.
+
+        Use as ``async with transport.watch(seq) as events: async for event in events``.
+        Opening is one attempt (no retry); a non-200 answer raises the typed error of the
+        response (``BundleChangeWatchForbiddenError`` for 403, ``UnexpectedStatusError`` for a
+        bare 404...). Events are wake-up hints only; the data always comes through pull. The
+        iterator ends when the server closes the stream; leaving the ``async with`` closes it.
+        A malformed ``bundle`` event raises
+        :class:`~oversync_sa.client.errors.ProtocolViolationError`.
+        """
+        if after_bundle_seq < 0:
+            raise ValueError("after_bundle_seq must be >= 0")
+        request = self._http.build_request(
+            "GET",
+            f"{self.base_url}/sync/watch",
+            params={"after_bundle_seq": after_bundle_seq},
+            headers={**await self._headers(json_body=False), "Accept": "text/event-stream"},
+            timeout=self._stream_timeout,
+        )
+        response = await self._http.send(request, stream=True)
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                raise _error_for_response("bundle_change_watch", response)
+            yield _bundle_events(response)
+        finally:
+            await response.aclose()
+
+
+async def _bundle_events(response: httpx.Response) -> AsyncIterator[BundleChangeEvent]:
+    async for event in iter_sse_events(response.aiter_bytes()):
+        if event.event != "bundle":
+            continue
+        try:
+            yield msgspec.json.decode(event.data, type=BundleChangeEvent)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProtocolViolationError(
+                "bundle_change_watch", f"decode bundle watch event: {exc}"
+            ) from exc
 
 
 def _segment(value: str) -> str:

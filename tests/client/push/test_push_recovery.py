@@ -6,8 +6,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oversync_sa.client import RetryPolicy
-from oversync_sa.client import push as push_module
+from oversync_sa.client import RetryPolicy, push as push_module
 from oversync_sa.client.errors import (
     AttachRequiredError,
     BundleHashMismatchError,
