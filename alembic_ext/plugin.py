@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from alembic.autogenerate.api import AutogenContext
-from alembic.operations.ops import UpgradeOps
+# Only these two: Alembic loads this module through its entry point *while*
+# ``alembic.autogenerate`` is still being imported, so anything that touches
+# ``alembic.autogenerate`` (or our render/compare modules, which do) must be imported lazily.
 from alembic.runtime.plugins import Plugin
 from alembic.util import DispatchPriority, PriorityDispatchResult
 
-import alembic_ext.render  # noqa: F401  (registers the operations and their renderers)
-from alembic_ext.compare import compare_sync_state
+if TYPE_CHECKING:
+    from alembic.autogenerate.api import AutogenContext
+    from alembic.operations.ops import UpgradeOps
 
 __all__ = ["PLUGIN_NAME", "ensure_plugin", "setup"]
 
@@ -35,6 +37,9 @@ def setup(plugin: Plugin) -> None:
 def _compare(
     autogen_context: AutogenContext, upgrade_ops: UpgradeOps, schemas: set[Any]
 ) -> PriorityDispatchResult:
+    import alembic_ext.render  # noqa: F401  (registers the operations and their renderers)
+    from alembic_ext.compare import compare_sync_state
+
     compare_sync_state(autogen_context, upgrade_ops, schemas)
     return PriorityDispatchResult.CONTINUE
 
