@@ -12,11 +12,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import asyncpg
 import msgspec
 import sqlalchemy as sa
 from litestar import Litestar, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
 from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -38,6 +40,7 @@ from oversync_sa.litestar import (
     issue_token,
     json_response,
 )
+from oversync_sa.litestar.exceptions import exception_handlers as sync_exception_handlers
 from oversync_sa.litestar.plugin import OversyncPlugin
 from oversync_sa.server import (
     BundleChangeWatchConfig,
@@ -51,8 +54,12 @@ __all__ = [
     "TOKEN_TTL_SECONDS",
     "BrowserCORSMiddleware",
     "ExampleServer",
+    "add_cors_headers",
     "build_service",
     "create_app",
+    "database_error_text",
+    "router_method_not_allowed",
+    "router_not_found",
 ]
 
 _log = logging.getLogger(__name__)
@@ -65,7 +72,10 @@ _CORS_HEADERS: Final = (
     (b"access-control-max-age", b"600"),
 )
 # Go writes these answers before setting a content type, so net/http sniffs the JSON as text.
-_HELPER_ERROR_MEDIA_TYPE: Final = "text/plain; charset=utf-8"
+# Litestar appends "; charset=utf-8" to text types itself; naming it here would send it twice.
+_HELPER_ERROR_MEDIA_TYPE: Final = "text/plain"
+# What Go's http.Error adds to the router's own plain-text answers.
+_NOSNIFF: Final = {"X-Content-Type-Options": "nosniff"}
 
 
 def build_service(engine: AsyncEngine, settings: Settings) -> SyncService:
@@ -206,7 +216,7 @@ async def test_retention_floor(
     except Exception as exc:
         # e.g. the CHECK constraint refusing a floor above the user's head.
         _log.warning("retained floor update failed for %s: %s", body.user_id, exc)
-        return _helper_error(500, "retention_floor_update_failed", str(exc))
+        return _helper_error(500, "retention_floor_update_failed", database_error_text(exc))
     if result.rowcount == 0:
         return _helper_error(
             404, "user_state_not_found", "no sync user_state row exists for user_id"
@@ -218,6 +228,24 @@ async def test_retention_floor(
             "user_id": body.user_id,
         }
     )
+
+
+def database_error_text(exc: BaseException) -> str:
+    """A PostgreSQL error the way pgx prints it (``ERROR: <message> (SQLSTATE <code>)``).
+
+    SQLAlchemy's own text adds the statement, its parameters and a help link; the Go example
+    sends pgx's short form. Anything that is not a server error keeps its plain text.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and isinstance(cause, asyncpg.PostgresError):
+            severity = getattr(cause, "severity", None) or "ERROR"
+            return f"{severity}: {cause.args[0] if cause.args else cause} (SQLSTATE {sqlstate})"
+        cause = cause.__cause__ or getattr(cause, "orig", None)
+        if cause is exc:
+            break
+    return str(exc)
 
 
 _USER_PK_SQL: Final = sa.text("SELECT user_pk FROM sync.user_state WHERE user_id = :user_id")
@@ -248,27 +276,79 @@ async def test_watch_subscribers(
 
 
 class BrowserCORSMiddleware(ASGIMiddleware):
-    """The example's permissive CORS: fixed headers on every answer, ``OPTIONS`` always 204.
+    """The example's permissive CORS: ``OPTIONS`` on a known path is always 204.
 
-    Browsers in the demo call the server from any origin, so there is nothing to negotiate.
+    Browsers in the demo call the server from any origin, so there is nothing to negotiate. The
+    CORS headers themselves come from :func:`add_cors_headers`, which also sees the answers
+    routing gives before any middleware runs (unknown path, wrong method), as Go's wrapper does.
     """
 
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         if scope.get("method") == "OPTIONS":
-            await send(
-                {"type": "http.response.start", "status": 204, "headers": list(_CORS_HEADERS)}
-            )
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await _send_preflight(send)
             return
+        await next_app(scope, receive, send)
 
-        async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *_CORS_HEADERS]
-            await send(message)
 
-        await next_app(scope, receive, send_with_cors)
+async def _send_preflight(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def add_cors_headers(message: Message, scope: Scope) -> None:
+    """``before_send`` hook: the CORS headers on every HTTP answer of the app."""
+    if message["type"] == "http.response.start":
+        message["headers"] = [*message.get("headers", ()), *_CORS_HEADERS]
+
+
+# ----------------------------------------------------------------------- routing answers
+
+
+def _plain_text(status: int, text: str, headers: dict[str, str]) -> Response[bytes]:
+    return Response(
+        content=text.encode("utf-8"),
+        status_code=status,
+        media_type="text/plain",
+        headers={**headers, **_NOSNIFF},
+    )
+
+
+def _go_allow(allow: str) -> str:
+    """Go's ``Allow`` list: the route's methods, ``HEAD`` beside ``GET``, no ``OPTIONS``."""
+    methods = [m.strip().upper() for m in allow.split(",") if m.strip()]
+    methods = [m for m in methods if m not in {"OPTIONS", "HEAD"}]
+    if "GET" in methods:
+        methods.insert(methods.index("GET") + 1, "HEAD")
+    return ", ".join(methods)
+
+
+def router_not_found(request: Request[Any, Any, Any], exc: NotFoundException) -> Response[Any]:
+    """An unknown path: Go's mux answers ``404 page not found`` as plain text.
+
+    ``OPTIONS`` is 204 everywhere, since Go's CORS wrapper runs before its router.
+    """
+    if request.method == "OPTIONS":
+        return Response(content=b"", status_code=204)
+    return _plain_text(404, "404 page not found\n", {})
+
+
+def router_method_not_allowed(
+    request: Request[Any, Any, Any], exc: MethodNotAllowedException
+) -> Response[Any]:
+    """A known path with the wrong method: Go's mux answers 405 as plain text, with ``Allow``.
+
+    The one exception is ``HEAD`` on a ``GET`` route: Go's ``GET`` patterns match ``HEAD`` too,
+    so the library's own JSON ``method_not_allowed`` answers it (SERVER.md §10.3).
+    """
+    if request.method == "OPTIONS":
+        return Response(content=b"", status_code=204)
+    headers = dict(exc.headers or {})
+    allow = headers.get("allow", headers.get("Allow", ""))
+    if request.method == "HEAD" and "GET" in allow.upper().split(", "):
+        return sync_exception_handlers[HTTPException](request, exc)
+    return _plain_text(405, "Method Not Allowed\n", {"Allow": _go_allow(allow)})
 
 
 # ------------------------------------------------------------------------------------ app
@@ -291,6 +371,11 @@ def create_app(server: ExampleServer) -> Litestar:
         dependencies={"server": Provide(provide_server, use_cache=True, sync_to_thread=False)},
         plugins=[server.plugin],
         middleware=[BrowserCORSMiddleware()],
+        before_send=[add_cors_headers],
+        exception_handlers={
+            NotFoundException: router_not_found,
+            MethodNotAllowedException: router_method_not_allowed,
+        },
         lifespan=[business_schema],
         openapi_config=OpenAPIConfig(
             title="go-oversync Two-Way Sync API (oversync-sa reference server)",

@@ -158,7 +158,7 @@ def _non_negative(query: Mapping[str, str], name: str, error: type[WireError]) -
 def parse_push_id(push_id: str) -> str:
     """The path ``push_id``, verbatim; an id that is no UUID cannot name a session: 404."""
     if not _UUID.fullmatch(push_id):
-        raise PushSessionNotFoundError(f"push session {push_id} not found")
+        raise PushSessionNotFoundError(f"push session {push_id} was not found")
     return push_id
 
 
@@ -171,5 +171,5 @@ def parse_snapshot_id(snapshot_id: str) -> str:
     if not snapshot_id:
         raise SnapshotChunkInvalidError("snapshot_id must be provided")
     if not _UUID.fullmatch(snapshot_id):
-        raise SnapshotSessionNotFoundError(f"snapshot session {snapshot_id} not found")
+        raise SnapshotSessionNotFoundError(f"snapshot session {snapshot_id} was not found")
     return snapshot_id

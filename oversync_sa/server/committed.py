@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["fetch_committed_bundle_rows"]
 
+_INT64_MAX: Final = 2**63 - 1
+
 _log = logging.getLogger("oversync_sa.server.committed")
 
 # The user, its floor and the bundle's metadata in one round trip. The LEFT JOIN tells "user
@@ -103,17 +105,21 @@ async def fetch_committed_bundle_rows(
             )
         user_pk, floor = int(meta.user_pk), int(meta.retained_bundle_floor)
         if bundle_seq <= floor:
+            # Go's wording (HistoryPrunedError), so both servers answer alike.
             raise HistoryPrunedError(
-                f"bundle {bundle_seq} is at or below the retained floor {floor}"
+                f"requested checkpoint {bundle_seq} is older than retained history floor "
+                f"{floor} for user {actor.user_id}"
             )
         if meta.bundle_seq is None:
-            raise CommittedBundleNotFoundError(f"committed bundle {bundle_seq} not found")
+            raise CommittedBundleNotFoundError(f"committed bundle {bundle_seq} was not found")
         raw = await driver_connection(conn)
         records = await raw.fetch(
             _PAGE_SQL,
             user_pk,
             bundle_seq,
-            last_held + 1,
+            # A cursor at the int64 maximum has nothing after it; unclamped, the storage ordinal
+            # would not fit the bigint parameter (500 instead of an empty page).
+            min(last_held + 1, _INT64_MAX),
             uuid_table_ids(runtime.tables),
             limit + 1,
         )

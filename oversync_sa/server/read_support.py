@@ -125,7 +125,6 @@ def key_text_sql(table_id: str, key_bytes: str, uuid_ids_param: str) -> str:
     )
 
 
-_ABSENT_PAYLOAD = Raw()
 _OPS = {op.code: op for op in Op}
 
 
@@ -136,11 +135,21 @@ def bundle_row(
 
     DELETE rows carry no payload member at all (§11.4): ``payload`` is ``None`` for them.
     """
+    if payload is None:
+        # Leave ``payload`` at the struct's own default: msgspec omits a member only when it
+        # holds that very default object, and writes any other empty ``Raw`` as ``"payload":}``.
+        return BundleRow(
+            schema=table.schema,
+            table=table.table,
+            key={table.key_column: key},
+            op=_OPS[op_code],
+            row_version=row_version,
+        )
     return BundleRow(
         schema=table.schema,
         table=table.table,
         key={table.key_column: key},
         op=_OPS[op_code],
         row_version=row_version,
-        payload=_ABSENT_PAYLOAD if payload is None else Raw(payload),
+        payload=Raw(payload),
     )

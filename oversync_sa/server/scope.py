@@ -21,6 +21,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.errors import ScopeInitializingError, ScopeUninitializedError
+from oversync_sa.wire.timefmt import format_timestamp
 
 __all__ = [
     "ScopeRecord",
@@ -198,7 +199,9 @@ def require_initialized(scope: ScopeRecord | None, user_id: str) -> ScopeRecord:
     if scope is not None and scope.state is ScopeState.INITIALIZED:
         return scope
     if scope is not None and scope.state is ScopeState.INITIALIZING and not scope.lease_expired:
-        until = f" until {scope.lease_expires_at.isoformat()}" if scope.lease_expires_at else ""
+        # Go formats the lease end as RFC 3339 UTC with ``Z``, like the wire timestamps.
+        lease_end = scope.lease_expires_at
+        until = f" until {format_timestamp(lease_end)}" if lease_end is not None else ""
         raise ScopeInitializingError(f"sync scope for user {user_id} is initializing{until}")
     raise ScopeUninitializedError(f"sync scope for user {user_id} is not initialized")
 

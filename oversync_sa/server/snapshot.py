@@ -197,7 +197,9 @@ def _session_uuid(snapshot_id: str) -> uuid.UUID:
     try:
         return uuid.UUID(snapshot_id)
     except ValueError:
-        raise SnapshotSessionNotFoundError(f"snapshot session {snapshot_id} not found") from None
+        raise SnapshotSessionNotFoundError(
+            f"snapshot session {snapshot_id} was not found"
+        ) from None
 
 
 def _check_owner(snapshot_id: str, owner: str, actor: ActorLike) -> None:
@@ -240,7 +242,7 @@ async def get_snapshot_chunk(
             await conn.execute(_SESSION_SQL, {"snapshot_id": session_id})
         ).one_or_none()
         if session is None:
-            raise SnapshotSessionNotFoundError(f"snapshot session {snapshot_id} not found")
+            raise SnapshotSessionNotFoundError(f"snapshot session {snapshot_id} was not found")
         _check_owner(snapshot_id, session.user_id, actor)
         if session.expired:
             raise SnapshotSessionExpiredError(
@@ -287,6 +289,6 @@ async def delete_snapshot_session(
             await conn.execute(_SESSION_FOR_DELETE_SQL, {"snapshot_id": session_id})
         ).scalar_one_or_none()
         if owner is None:
-            raise SnapshotSessionNotFoundError(f"snapshot session {snapshot_id} not found")
+            raise SnapshotSessionNotFoundError(f"snapshot session {snapshot_id} was not found")
         _check_owner(snapshot_id, owner, actor)
         await conn.execute(_DELETE_SQL, {"snapshot_id": session_id})

@@ -106,6 +106,9 @@ $guard$
 """
 )
 
+# Per row this does the minimum: one to_jsonb() per row image (the key is read from the same
+# document the payload comes from), one txid_current(), one INSERT. Checks and messages are
+# those of the Go function; only the order of pure reads changed.
 _CAPTURE_SQL: Final = (
     """
 CREATE OR REPLACE FUNCTION sync.capture_registered_row_change()
@@ -118,8 +121,8 @@ DECLARE
     key_column text := NULLIF(TG_ARGV[0], '');
     key_kind text := NULLIF(TG_ARGV[1], '');
     target_table_id integer := NULLIF(TG_ARGV[2], '')::integer;
-    old_key_text text;
-    new_key_text text;
+    tx bigint;
+    new_doc jsonb;
     old_key bytea;
     new_key bytea;
 BEGIN
@@ -139,51 +142,51 @@ BEGIN
         RAISE EXCEPTION 'oversync capture trigger is missing compact metadata for %.%',
             TG_TABLE_SCHEMA, TG_TABLE_NAME;
     END IF;
+    tx := txid_current();
 
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    IF TG_OP <> 'INSERT' THEN
         IF OLD._sync_scope_id IS DISTINCT FROM actor THEN
             RAISE EXCEPTION 'oversync capture scope mismatch for %.%',
                 TG_TABLE_SCHEMA, TG_TABLE_NAME;
         END IF;
-        old_key_text := to_jsonb(OLD) ->> key_column;
-        old_key := CASE key_kind
-            WHEN '1' THEN uuid_send(old_key_text::uuid)
-            ELSE convert_to(old_key_text, 'UTF8')
-        END;
-    END IF;
-
-    IF TG_OP = 'DELETE' THEN
-        INSERT INTO sync.bundle_capture_stage
-            (txid, user_pk, table_id, op_code, key_bytes, payload_db)
-        VALUES (txid_current(), actor_pk, target_table_id, 3, old_key, NULL);
-        RETURN NULL;
+        IF key_kind = '1' THEN
+            old_key := uuid_send((to_jsonb(OLD) ->> key_column)::uuid);
+        ELSE
+            old_key := convert_to(to_jsonb(OLD) ->> key_column, 'UTF8');
+        END IF;
+        IF TG_OP = 'DELETE' THEN
+            INSERT INTO sync.bundle_capture_stage
+                (txid, user_pk, table_id, op_code, key_bytes, payload_db)
+            VALUES (tx, actor_pk, target_table_id, 3, old_key, NULL);
+            RETURN NULL;
+        END IF;
     END IF;
 
     IF NEW._sync_scope_id IS DISTINCT FROM actor THEN
         RAISE EXCEPTION 'oversync capture scope mismatch for %.%',
             TG_TABLE_SCHEMA, TG_TABLE_NAME;
     END IF;
-    new_key_text := to_jsonb(NEW) ->> key_column;
-    new_key := CASE key_kind
-        WHEN '1' THEN uuid_send(new_key_text::uuid)
-        ELSE convert_to(new_key_text, 'UTF8')
-    END;
+    new_doc := to_jsonb(NEW);
+    IF key_kind = '1' THEN
+        new_key := uuid_send((new_doc ->> key_column)::uuid);
+    ELSE
+        new_key := convert_to(new_doc ->> key_column, 'UTF8');
+    END IF;
+    new_doc := new_doc - '_sync_scope_id';
 
-    IF TG_OP = 'UPDATE' AND old_key IS DISTINCT FROM new_key THEN
+    IF TG_OP = 'INSERT' OR old_key IS NOT DISTINCT FROM new_key THEN
+        INSERT INTO sync.bundle_capture_stage
+            (txid, user_pk, table_id, op_code, key_bytes, payload_db)
+        VALUES (
+            tx, actor_pk, target_table_id,
+            CASE TG_OP WHEN 'INSERT' THEN 1 ELSE 2 END, new_key, new_doc);
+    ELSE
         -- a key change is a different logical row: retire the old key, create the new one
         INSERT INTO sync.bundle_capture_stage
             (txid, user_pk, table_id, op_code, key_bytes, payload_db)
         VALUES
-            (txid_current(), actor_pk, target_table_id, 3, old_key, NULL),
-            (txid_current(), actor_pk, target_table_id, 1, new_key,
-             to_jsonb(NEW) - '_sync_scope_id');
-    ELSE
-        INSERT INTO sync.bundle_capture_stage
-            (txid, user_pk, table_id, op_code, key_bytes, payload_db)
-        VALUES (
-            txid_current(), actor_pk, target_table_id,
-            CASE TG_OP WHEN 'INSERT' THEN 1 ELSE 2 END,
-            new_key, to_jsonb(NEW) - '_sync_scope_id');
+            (tx, actor_pk, target_table_id, 3, old_key, NULL),
+            (tx, actor_pk, target_table_id, 1, new_key, new_doc);
     END IF;
     RETURN NULL;
 END

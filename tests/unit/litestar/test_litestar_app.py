@@ -118,7 +118,7 @@ def test_struct_response_keeps_field_order(client: TestClient[Litestar]) -> None
 def test_non_uuid_push_id_is_404(client: TestClient[Litestar]) -> None:
     response = client.post("/sync/push-sessions/nope/chunks", headers=_auth())
     _assert_json(response, 404, {"error": "push_session_not_found",
-                                 "message": "push session nope not found"})
+                                 "message": "push session nope was not found"})
 
 
 @pytest.mark.parametrize(
