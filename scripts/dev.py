@@ -29,7 +29,7 @@ def _python() -> Path:
 
 
 def _ensure_env() -> Path:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script runs on any python3
         sys.exit(f"oversync-sa needs Python 3.11+, this is {sys.version.split()[0]}")
     if not _python().exists():
         print(f"[dev] creating virtualenv {VENV}", flush=True)
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
         return _run([py, "-m", "pytest", *rest])
     if job == "lint":
         code = _run([py, "-m", "ruff", "check", "oversync_sa", "alembic_ext", "tests", "examples",
-                     "benchmarks", "scripts"])
+                     "benchmarks", "scripts", "docs"])
         return code or _run([py, "-m", "mypy", "oversync_sa"])
     if job == "demo":
         return _run([py, "-m", "examples.demo", *rest])
