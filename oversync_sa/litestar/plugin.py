@@ -25,7 +25,7 @@ from litestar.types import ControllerRouterHandler, Middleware
 from oversync_sa.litestar.actor import Actor, UserIdResolver, actor_dependencies, scope_user_id
 from oversync_sa.litestar.exceptions import exception_handlers
 from oversync_sa.litestar.jwt import JWTAuthMiddleware, JWTConfig
-from oversync_sa.litestar.openapi import RawJSONSchemaPlugin
+from oversync_sa.litestar.openapi import ContractSchemaPlugin, RawJSONSchemaPlugin
 from oversync_sa.litestar.routes import (
     STATUS_ROUTE_HANDLERS,
     SYNC_ROUTE_HANDLERS,
@@ -168,7 +168,7 @@ class OversyncPlugin(InitPluginProtocol):
         # Right after this plugin: ahead of Litestar's default schema plugins (which sit at the
         # end of the list) and without disturbing the iteration over the plugins before it.
         position = app_config.plugins.index(self) + 1 if self in app_config.plugins else 0
-        app_config.plugins.insert(position, RawJSONSchemaPlugin())
+        app_config.plugins[position:position] = [ContractSchemaPlugin(), RawJSONSchemaPlugin()]
         app_config.lifespan.append(self.lifespan)
         return app_config
 

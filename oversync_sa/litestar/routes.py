@@ -29,6 +29,9 @@ from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 from oversync_sa.errors import (
     AuthenticationFailedError,
+    BundleChangeWatchDisabledError,
+    BundleChangeWatchFailedError,
+    BundleChangeWatchForbiddenError,
     CommittedBundleChunkInvalidError,
     CommittedBundleNotFoundError,
     CommittedBundleRowsFailedError,
@@ -72,13 +75,14 @@ from oversync_sa.errors import (
 from oversync_sa.litestar.actor import ActorDependency, OptionalActorDependency
 from oversync_sa.litestar.decoding import DecodeError, decode_request
 from oversync_sa.litestar.exceptions import failure_opt
+from oversync_sa.litestar.openapi import OptionalBodyOperation
 from oversync_sa.litestar.query import (
     parse_committed_rows_params,
     parse_pull_params,
     parse_snapshot_chunk_params,
     parse_snapshot_id,
 )
-from oversync_sa.litestar.responses import json_response
+from oversync_sa.litestar.responses import SSE_MEDIA_TYPE, json_response
 from oversync_sa.server.capabilities import WatchPolicy, capabilities
 from oversync_sa.server.committed import fetch_committed_bundle_rows
 from oversync_sa.server.connect import connect
@@ -97,6 +101,7 @@ from oversync_sa.server.snapshot import (
 )
 from oversync_sa.server.status import health, status
 from oversync_sa.wire.models import (
+    BundleChangeEvent,
     CapabilitiesResponse,
     CommittedBundleRowsResponse,
     ConnectRequest,
@@ -119,6 +124,7 @@ from oversync_sa.wire.models import (
 __all__ = [
     "STATUS_ROUTE_HANDLERS",
     "SYNC_ROUTE_HANDLERS",
+    "WATCH_RESPONSES",
     "SyncContext",
     "SyncDependency",
     "sync_dependencies",
@@ -219,6 +225,24 @@ def _responses(
     return specs
 
 
+def _documented_body(body_type: type[msgspec.Struct]) -> dict[str, Provide]:
+    """A dependency that only documents ``body_type`` as the route's OpenAPI request body.
+
+    Bodies are read raw and decoded with Go's rules (:mod:`.decoding`), so no handler has a
+    ``data`` parameter for Litestar to describe. Litestar also documents the ``data`` of a
+    route's dependencies; this one is never requested by the handler, so it never runs and the
+    body is never parsed by Litestar.
+    """
+
+    def openapi_request_body(data: Any) -> None:  # pragma: no cover - never resolved
+        raise AssertionError("documentation-only dependency")
+
+    # A real type, not a string: with ``from __future__ import annotations`` the name would
+    # have to be resolvable from this module's globals.
+    openapi_request_body.__annotations__ = {"data": body_type, "return": None}
+    return {"openapi_request_body": Provide(openapi_request_body, sync_to_thread=False)}
+
+
 _SYNC_TAG: Final = ["sync"]
 
 # ---------------------------------------------------------------------------------- push
@@ -231,6 +255,7 @@ _SYNC_TAG: Final = ["sync"]
     summary="Resolve first-connect account attachment",
     tags=_SYNC_TAG,
     opt=failure_opt(ConnectFailedError, "Failed to resolve connect lifecycle"),
+    dependencies=_documented_body(ConnectRequest),
     responses=_responses(ConnectResponse, ConnectFailedError),
 )
 async def connect_route(
@@ -250,6 +275,7 @@ async def connect_route(
     summary="Create or restart chunked push session",
     tags=_SYNC_TAG,
     opt=failure_opt(PushSessionCreateFailedError, "Failed to create push session"),
+    dependencies=_documented_body(PushSessionCreateRequest),
     responses=_responses(
         PushSessionCreateResponse,
         PushSessionInvalidError,
@@ -283,6 +309,7 @@ async def create_push_session_route(
     summary="Upload one chunk of a push session",
     tags=_SYNC_TAG,
     opt=failure_opt(PushChunkFailedError, "Failed to upload push chunk"),
+    dependencies=_documented_body(PushSessionChunkRequest),
     responses=_responses(
         PushSessionChunkResponse,
         PushChunkInvalidError,
@@ -439,6 +466,9 @@ async def pull_route(
     summary="Create a frozen, chunked snapshot session",
     tags=_SYNC_TAG,
     opt=failure_opt(SnapshotSessionCreateFailedError, "Failed to create snapshot session"),
+    # The body is optional (empty means keep the source): documented, but not required.
+    dependencies=_documented_body(SnapshotSessionCreateRequest),
+    operation_class=OptionalBodyOperation,
     responses=_responses(
         SnapshotSession,
         SnapshotSessionInvalidError,
@@ -527,7 +557,8 @@ async def delete_snapshot_session_route(
     operation_id="getCapabilities",
     summary="Get protocol capabilities",
     tags=_SYNC_TAG,
-    responses=_responses(CapabilitiesResponse, auth=False),
+    # No actor is needed, but a JWT-protected router still refuses a bad token (401).
+    responses=_responses(CapabilitiesResponse, AuthenticationFailedError, auth=False),
 )
 async def capabilities_route(
     optional_actor: OptionalActorDependency, sync: SyncDependency
@@ -537,6 +568,29 @@ async def capabilities_route(
         sync.service.config, optional_actor, watch_policy=sync.watch_policy
     )
     return json_response(result)
+
+
+#: OpenAPI responses of ``GET /sync/watch`` (:mod:`.watch_route`): an SSE stream whose
+#: ``bundle`` events carry a ``BundleChangeEvent`` each, or one of the contract's errors.
+WATCH_RESPONSES: Final[dict[int, ResponseSpec]] = {
+    **_responses(
+        None,
+        BundleChangeWatchForbiddenError,
+        ScopeUninitializedError,
+        ScopeInitializingError,
+        BundleChangeWatchDisabledError,
+        BundleChangeWatchFailedError,
+    ),
+    200: ResponseSpec(
+        data_container=BundleChangeEvent,
+        media_type=SSE_MEDIA_TYPE,
+        description=(
+            "SSE stream: `event: bundle` frames whose data is a BundleChangeEvent, and "
+            "`: heartbeat` comments"
+        ),
+        generate_examples=False,
+    ),
+}
 
 
 # ----------------------------------------------------------------------------- syncx status

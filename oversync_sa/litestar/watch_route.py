@@ -31,6 +31,7 @@ from oversync_sa.litestar.actor import Actor, ActorDependency
 from oversync_sa.litestar.exceptions import failure_opt
 from oversync_sa.litestar.query import parse_watch_after
 from oversync_sa.litestar.responses import SSE_HEADERS, SSE_HEARTBEAT, SSE_MEDIA_TYPE, sse_event
+from oversync_sa.litestar.routes import WATCH_RESPONSES
 from oversync_sa.server.service import SyncService
 from oversync_sa.server.watch import BundleChangeSubscription, bundle_change_watch
 
@@ -68,7 +69,10 @@ def watch_route(
     @get(
         path,
         opt=failure_opt(BundleChangeWatchFailedError, _FAILED_MESSAGE),
-        include_in_schema=False,
+        operation_id="watchBundleChanges",
+        summary="Watch for committed bundle wakeups",
+        tags=["sync"],
+        responses=WATCH_RESPONSES,
     )
     async def sync_watch(request: Request[Any, Any, Any], actor: ActorDependency) -> ASGIApp:
         if watch.enabled and allowed is not None and not await _allows(allowed, request, actor):
