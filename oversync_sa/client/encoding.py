@@ -25,8 +25,8 @@ import binascii
 import json
 import re
 import uuid
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Final
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -41,6 +41,7 @@ __all__ = [
     "WirePayload",
     "delete_row",
     "delete_sql",
+    "key_json_decoder",
     "key_json_sql",
     "local_key_json",
     "local_payload_to_wire",
@@ -54,6 +55,8 @@ __all__ = [
     "upsert_row",
     "upsert_sql",
     "wire_key",
+    "wire_key_codec",
+    "wire_payload_decoder",
     "wire_payload_to_values",
 ]
 
@@ -115,9 +118,17 @@ def _json_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+def _json_string_fast(text: str) -> str:
+    # Hot path of pull/snapshot apply (one key per row): a printable string without '"' or
+    # '\\' needs no escaping (isprintable() is False for every C0 control), so skip json.dumps.
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return '"' + text + '"'
+    return _json_string(text)
+
+
 def local_key_json(info: TableInfo, local_pk: str) -> str:
     """The local ``key_json`` for ``local_pk``, byte-identical to what the triggers store."""
-    return "{" + _json_string(info.key_json_name) + ":" + _json_string(local_pk) + "}"
+    return "{" + _json_string_fast(info.key_json_name) + ":" + _json_string_fast(local_pk) + "}"
 
 
 def local_pk_from_key_json(info: TableInfo, key_json: str) -> str:
@@ -135,6 +146,47 @@ def local_pk_from_key_json(info: TableInfo, key_json: str) -> str:
             f"key_json must be an object with one string member {info.key_json_name!r}",
         )
     return value
+
+
+def wire_key_codec(info: TableInfo) -> Callable[[Mapping[str, Any]], tuple[str, str]]:
+    """``wire key -> (local_pk, key_json)`` for many rows of ``info`` (bulk apply loops).
+
+    Same results and errors as :func:`local_pk_from_wire_key` + :func:`local_key_json`, with
+    the member names and the ``key_json`` prefix worked out once per table instead of per row.
+    """
+    name = info.key_json_name
+    prefix = "{" + _json_string_fast(name) + ":"
+    blob = info.blob_key
+
+    def codec(key: Mapping[str, Any]) -> tuple[str, str]:
+        value = key.get(name)
+        if value is None or blob or type(value) is not str:
+            local_pk = local_pk_from_wire_key(info, key)
+        else:
+            local_pk = value
+        return local_pk, prefix + _json_string_fast(local_pk) + "}"
+
+    return codec
+
+
+def key_json_decoder(info: TableInfo) -> Callable[[str], str]:
+    """``key_json -> local_pk`` for many rows of ``info``; :func:`local_pk_from_key_json` results.
+
+    The compact form the client itself writes (``{"<key>":"<value>"}`` with nothing to
+    unescape) is sliced instead of parsed; anything else goes through the full decoder, which
+    also raises its errors.
+    """
+    prefix = "{" + _json_string_fast(info.key_json_name) + ':"'
+    start = len(prefix)
+
+    def decode(key_json: str) -> str:
+        if key_json.startswith(prefix) and key_json.endswith('"}'):
+            value = key_json[start:-2]
+            if value.isprintable() and '"' not in value and "\\" not in value:
+                return value
+        return local_pk_from_key_json(info, key_json)
+
+    return decode
 
 
 def _parse_uuid_any(text: str) -> bytes | None:
@@ -323,6 +375,80 @@ def _blob_to_sql(info: TableInfo, column: str, value: Any, key: str | None) -> b
     return decoded
 
 
+class _PayloadPlan:
+    """A per-table decoder that turns wire payload JSON straight into SQL values.
+
+    msgspec decodes the JSON into a generated struct whose fields are exactly the table's
+    columns (lower-cased names, all required, unknown members forbidden) and whose types admit
+    only what binds unchanged: ``str``, ``float``, ``null`` and ``int`` within SQLite's 64-bit
+    range (BLOB columns: ``str`` or ``null``). Member set and scalar types are thus checked in C,
+    with no per-row Python dict and no per-value type dispatch; only BLOB columns still go
+    through :func:`_blob_to_sql`. Anything the struct rejects - booleans, out-of-range integers,
+    nested values, missing or extra members, invalid JSON - is handed to the general
+    :func:`_slow_payload_values`, which converts it or raises the exact error, so the two paths
+    agree on every input.
+    """
+
+    __slots__ = ("blobs", "decode", "info")
+
+    def __init__(self, info: TableInfo) -> None:
+        scalar = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=_INT64_MAX)] | float | str | None
+        fields = [
+            (f"c{i}", str | None if column.is_blob else scalar)
+            for i, column in enumerate(info.columns)
+        ]
+        struct = msgspec.defstruct(
+            "WirePayload",
+            fields,
+            rename={f"c{i}": column.json_name for i, column in enumerate(info.columns)},
+            forbid_unknown_fields=True,
+        )
+        self.info = info
+        self.decode = msgspec.json.Decoder(struct).decode
+        self.blobs = tuple(
+            (i, column.json_name) for i, column in enumerate(info.columns) if column.is_blob
+        )
+
+    def values(self, payload: WirePayload, key: str | None) -> tuple[SqlValue, ...]:
+        if isinstance(payload, Mapping):
+            return _slow_payload_values(self.info, payload, key)
+        try:
+            decoded = self.decode(payload)
+        except msgspec.DecodeError:
+            return _slow_payload_values(self.info, payload, key)
+        values: tuple[SqlValue, ...] = msgspec.structs.astuple(decoded)
+        if self.blobs:
+            converted = list(values)
+            for index, name in self.blobs:
+                converted[index] = _blob_to_sql(self.info, name, converted[index], key)
+            values = tuple(converted)
+        return values
+
+
+#: ``id(TableInfo)`` -> its plan; the plan keeps the ``TableInfo`` alive, so ids are not reused.
+_PLANS: dict[int, tuple[TableInfo, _PayloadPlan]] = {}
+
+
+def _payload_plan(info: TableInfo) -> _PayloadPlan:
+    # Keyed by identity: hashing a frozen TableInfo (all its columns) per row would cost more
+    # than the lookup saves. TableInfo objects are made once per client, so this stays small.
+    entry = _PLANS.get(id(info))
+    if entry is None or entry[0] is not info:
+        entry = (info, _PayloadPlan(info))
+        _PLANS[id(info)] = entry
+    return entry[1]
+
+
+def wire_payload_decoder(
+    info: TableInfo,
+) -> Callable[[WirePayload, str | None], tuple[SqlValue, ...]]:
+    """``(payload, key) -> values``: :func:`wire_payload_to_values` for many rows of ``info``.
+
+    Looks the table's decoder up once instead of once per row (bulk apply loops).
+    """
+    return _payload_plan(info).values
+
+
 def wire_payload_to_values(
     info: TableInfo, payload: WirePayload, *, key: str | None = None
 ) -> tuple[SqlValue, ...]:
@@ -332,6 +458,13 @@ def wire_payload_to_values(
     decoded strictly (canonical UUID for the PK and UUID references, round-trip base64 otherwise);
     JSON integers bind as ``int``, other numbers as ``float``, booleans as 1/0.
     """
+    return _payload_plan(info).values(payload, key)
+
+
+def _slow_payload_values(
+    info: TableInfo, payload: WirePayload, key: str | None
+) -> tuple[SqlValue, ...]:
+    """The general conversion (any input, every error message) behind :class:`_PayloadPlan`."""
     members = _decode_wire_payload(info, payload, key)
     if len(members) != len(info.columns):
         raise PayloadEncodingError(

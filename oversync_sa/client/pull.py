@@ -17,20 +17,19 @@ protocol error (Go loops forever, §12.44); rows of a foreign schema are rejecte
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.client.encoding import (
     SqlValue,
+    WirePayload,
     delete_sql,
-    local_key_json,
-    local_pk_from_wire_key,
     local_pk_to_sql,
     upsert_sql,
-    wire_payload_to_values,
+    wire_key_codec,
+    wire_payload_decoder,
 )
 from oversync_sa.client.errors import (
     DestructiveTransitionInProgressError,
@@ -121,15 +120,8 @@ def validate_pull_page(page: PullResponse, after: int) -> None:
         previous = bundle.bundle_seq
 
 
-@dataclass(slots=True)
-class _Pending:
-    """One resolved row, keyed by (table, key_json) so a later duplicate replaces it."""
-
-    info: TableInfo
-    key_json: str
-    local_pk: str
-    row_version: int
-    values: tuple[SqlValue, ...] | None  # None = delete
+#: A resolved row: (local_pk, row_version, SQL values or ``None`` for a delete).
+_Resolved = tuple[str, int, tuple[SqlValue, ...] | None]
 
 
 def _table(runtime: ClientRuntime, schema: str, table: str) -> TableInfo:
@@ -162,56 +154,78 @@ async def _known_versions(
     return found
 
 
+def _resolve(
+    runtime: ClientRuntime, bundle: Bundle
+) -> dict[str, tuple[TableInfo, dict[str, _Resolved]]]:
+    """Wire rows -> per table ``key_json -> row``, in first-seen table order.
+
+    A later row for the same key replaces the earlier one (the state sequential application
+    would leave) but keeps the first one's position. This is the hot loop of pull: table
+    lookup, key codec and payload decoder are set up once per distinct (schema, table) pair.
+    """
+    WireCodecs = tuple[
+        TableInfo,
+        dict[str, _Resolved],
+        Callable[[Mapping[str, Any]], tuple[str, str]],
+        Callable[[WirePayload, str | None], tuple[SqlValue, ...]],
+    ]
+    codecs: dict[tuple[str, str], WireCodecs] = {}
+    tables: dict[str, tuple[TableInfo, dict[str, _Resolved]]] = {}
+    delete = Op.DELETE
+    for row in bundle.rows:
+        entry = codecs.get((row.schema, row.table))
+        if entry is None:
+            info = _table(runtime, row.schema, row.table)
+            rows = tables.setdefault(info.name, (info, {}))[1]
+            entry = codecs[(row.schema, row.table)] = (
+                info, rows, wire_key_codec(info), wire_payload_decoder(info)
+            )
+        _info, rows, key_codec, decode = entry
+        local_pk, key_json = key_codec(row.key)
+        values = None if row.op is delete else decode(row.payload, local_pk)
+        rows[key_json] = (local_pk, row.row_version, values)
+    return tables
+
+
 async def apply_bundle(runtime: ClientRuntime, bundle: Bundle) -> int:
     """Apply one pulled bundle and advance the checkpoint in one transaction (§7.3).
 
     Returns how many rows were written (rows already at or past their version are skipped).
     """
-    resolved: dict[tuple[str, str], _Pending] = {}
-    for row in bundle.rows:
-        info = _table(runtime, row.schema, row.table)
-        local_pk = local_pk_from_wire_key(info, row.key)
-        key_json = local_key_json(info, local_pk)
-        values = (
-            None
-            if row.op is Op.DELETE
-            else wire_payload_to_values(info, row.payload, key=local_pk)
-        )
-        pending = _Pending(info, key_json, local_pk, row.row_version, values)
-        resolved[(info.name, key_json)] = pending
-
-    by_table: dict[str, list[_Pending]] = defaultdict(list)
-    for item in resolved.values():
-        by_table[item.info.name].append(item)
-
+    by_table = _resolve(runtime, bundle)
+    schema = runtime.schema
     written = 0
     async with runtime.transaction() as conn:
         await conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
         await set_apply_mode(conn, True)
         has_dirty = await count_dirty_rows(conn) > 0
-        for table, rows in by_table.items():
-            known = await _known_versions(conn, runtime.schema, table, [r.key_json for r in rows])
+        for table, (info, rows) in by_table.items():
+            known = await _known_versions(conn, schema, table, list(rows))
             # Idempotence: a row already at (or past) this version was applied before.
-            fresh = [r for r in rows if known.get(r.key_json, 0) < r.row_version]
+            fresh = [
+                (key_json, row) for key_json, row in rows.items()
+                if known.get(key_json, 0) < row[1]
+            ] if known else list(rows.items())
             if not fresh:
                 continue
-            info = fresh[0].info
-            upserts = [r.values for r in fresh if r.values is not None]
-            deletes = [(local_pk_to_sql(info, r.local_pk),) for r in fresh if r.values is None]
+            upserts = [row[2] for _, row in fresh if row[2] is not None]
+            deletes = [
+                (local_pk_to_sql(info, row[0]),) for _, row in fresh if row[2] is None
+            ]
             if upserts:
                 await conn.exec_driver_sql(upsert_sql(info), upserts)
             if deletes:
                 await conn.exec_driver_sql(delete_sql(info), deletes)
             await conn.exec_driver_sql(
                 _UPSERT_ROW_STATE,
-                [(runtime.schema, table, r.key_json, r.row_version, int(r.values is None))
-                 for r in fresh],
+                [(schema, table, key_json, row[1], int(row[2] is None))
+                 for key_json, row in fresh],
             )
             if has_dirty:
                 await conn.exec_driver_sql(
                     "DELETE FROM _sync_dirty_rows WHERE schema_name = ? AND table_name = ?"
                     " AND key_json = ?",
-                    [(runtime.schema, table, r.key_json) for r in fresh],
+                    [(schema, table, key_json) for key_json, _ in fresh],
                 )
             written += len(fresh)
         await conn.exec_driver_sql(

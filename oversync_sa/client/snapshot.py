@@ -24,20 +24,23 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.client.encoding import (
+    SqlValue,
+    WirePayload,
     delete_sql,
-    local_key_json,
+    key_json_decoder,
     local_payload_to_wire,
     local_pk_from_key_json,
-    local_pk_from_wire_key,
     local_pk_to_sql,
     upsert_sql,
+    wire_key_codec,
+    wire_payload_decoder,
     wire_payload_to_values,
 )
 from oversync_sa.client.errors import (
@@ -202,12 +205,18 @@ async def _download(
         chunk = await runtime.transport.snapshot_chunk(session.snapshot_id, after, limit)
         _validate_chunk(session, chunk, after)
         staged = []
+        # Table lookup and key codec once per (schema, table) of the chunk, not per row.
+        codecs: dict[tuple[str, str], tuple[str, Callable[[Mapping[str, Any]], tuple[str, str]]]]
+        codecs = {}
         for position, row in enumerate(chunk.rows, start=after + 1):
-            info = _table(runtime, row.schema, row.table, "snapshot_chunk_fetch")
-            local_pk = local_pk_from_wire_key(info, row.key)
+            codec = codecs.get((row.schema, row.table))
+            if codec is None:
+                info = _table(runtime, row.schema, row.table, "snapshot_chunk_fetch")
+                codec = codecs[(row.schema, row.table)] = (info.name, wire_key_codec(info))
+            _local_pk, key_json = codec[1](row.key)
             staged.append((
-                session.snapshot_id, position, runtime.schema, info.name,
-                local_key_json(info, local_pk), row.row_version, bytes(row.payload).decode(),
+                session.snapshot_id, position, runtime.schema, codec[0],
+                key_json, row.row_version, bytes(row.payload).decode(),
             ))
         if staged:
             async with runtime.transaction() as conn:
@@ -236,6 +245,15 @@ async def _apply_stage(
     """Upsert the staged rows in batches (grouped per table for ``executemany``)."""
     applied = 0
     after = 0
+    # Per staged table name: its TableInfo and payload decoder, looked up once per swap.
+    tables: dict[
+        object,
+        tuple[
+            TableInfo,
+            Callable[[str], str],
+            Callable[[WirePayload, str | None], tuple[SqlValue, ...]],
+        ],
+    ] = {}
     while True:
         rows = await fetch_all(
             conn,
@@ -249,9 +267,15 @@ async def _apply_stage(
         values: dict[str, list[tuple[object, ...]]] = defaultdict(list)
         states: list[tuple[object, ...]] = []
         for _ordinal, table, key_json, row_version, payload in rows:
-            info = runtime.managed.table(str(table))
-            local_pk = local_pk_from_key_json(info, str(key_json))
-            values[info.name].append(wire_payload_to_values(info, str(payload), key=local_pk))
+            entry = tables.get(table)
+            if entry is None:
+                info = runtime.managed.table(str(table))
+                entry = tables[table] = (
+                    info, key_json_decoder(info), wire_payload_decoder(info)
+                )
+            info, decode_key, decode = entry
+            local_pk = decode_key(str(key_json))
+            values[info.name].append(decode(str(payload), local_pk))
             states.append((runtime.schema, info.name, key_json, row_version, 0))
         for table, params in values.items():
             await conn.exec_driver_sql(upsert_sql(runtime.managed.table(table)), params)
