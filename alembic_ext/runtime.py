@@ -21,6 +21,7 @@ from oversync_sa.server.catalog_migration import (
     CatalogEntry,
     apply_catalog_migration,
     drop_sync_triggers,
+    prune_reshaped_history,
     read_catalog,
 )
 from oversync_sa.server.runtime_info import key_kind_for
@@ -61,6 +62,11 @@ _SYNC_OBJECTS: Final = sa.text(
 )
 _COLUMN_TYPES: Final = sa.text(
     "SELECT lower(column_name) AS name, lower(udt_name) AS udt FROM information_schema.columns"
+    " WHERE table_schema = :schema AND table_name = :table"
+)
+
+_COLUMN_NAMES: Final = sa.text(
+    "SELECT column_name FROM information_schema.columns"
     " WHERE table_schema = :schema AND table_name = :table"
 )
 
@@ -220,8 +226,15 @@ def unregister_table(conn: Connection, schema: str, table: str) -> CatalogChange
     return apply_catalog_migration(conn, [e for e in current if e.name != name])
 
 
-def refresh_table_triggers(conn: Connection, schema: str, table: str) -> None:
-    """Re-validate a registered table and reinstall both triggers from its catalog row."""
+def refresh_table_triggers(conn: Connection, schema: str, table: str) -> dict[int, int]:
+    """Re-validate a registered table, reinstall both triggers, prune reshaped history.
+
+    Autogenerate emits this after a column of the table was added, dropped or renamed. The
+    committed bundles holding rows of the table with another column set are pruned
+    (:func:`~oversync_sa.server.catalog_migration.prune_reshaped_history`): no client could
+    apply them any more, so clients behind them re-snapshot instead of getting stuck. Returns
+    ``user_pk -> new floor`` (empty when the column set did not change).
+    """
     name = f"{schema}.{table}"
     _lock(conn)
     _require_runtime(conn, name)
@@ -239,6 +252,11 @@ def refresh_table_triggers(conn: Connection, schema: str, table: str) -> None:
         )
     for statement in trigger_ddl(entry.runtime(table_id)):
         conn.execute(sa.text(statement))
+    # Exact names: payloads are to_jsonb(row), keyed as the columns are spelled. They never
+    # carry the hidden scope column (oversync_sa.server.payload strips it).
+    names = conn.scalars(_COLUMN_NAMES, {"schema": schema, "table": table})
+    columns = [n for n in names if n.casefold() != _SCOPE_COLUMN]
+    return prune_reshaped_history(conn, table_id, columns)
 
 
 def _install(conn: Connection, change: CatalogChange, name: str) -> None:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -68,6 +69,7 @@ __all__ = [
     "drop_sync_triggers",
     "migrate_table_catalog",
     "plan_catalog_migration",
+    "prune_reshaped_history",
     "read_catalog",
 ]
 
@@ -247,9 +249,15 @@ def _forget_tables(conn: Connection, table_ids: Sequence[int]) -> dict[int, int]
     conn.execute(
         sa.delete(BUNDLE_CAPTURE_STAGE).where(BUNDLE_CAPTURE_STAGE.c.table_id.in_(table_ids))
     )
+    return _prune_through(conn, BUNDLE_ROWS.c.table_id.in_(table_ids))
+
+
+def _prune_through(conn: Connection, mentions: sa.ColumnElement[bool]) -> dict[int, int]:
+    """Per user, delete the bundles up to the newest one with a row matching ``mentions`` and
+    raise ``retained_bundle_floor`` to it; returns ``user_pk -> floor``."""
     floors = conn.execute(
         sa.select(BUNDLE_ROWS.c.user_pk, sa.func.max(BUNDLE_ROWS.c.bundle_seq))
-        .where(BUNDLE_ROWS.c.table_id.in_(table_ids))
+        .where(mentions)
         .group_by(BUNDLE_ROWS.c.user_pk)
     ).all()
     pruned = {int(user_pk): int(floor) for user_pk, floor in floors}
@@ -266,6 +274,47 @@ def _forget_tables(conn: Connection, table_ids: Sequence[int]) -> dict[int, int]
             .values(
                 retained_bundle_floor=sa.func.greatest(USER_STATE.c.retained_bundle_floor, floor)
             )
+        )
+    return pruned
+
+
+def prune_reshaped_history(
+    conn: Connection, table_id: int, columns: Iterable[str]
+) -> dict[int, int]:
+    """Prune committed history whose rows of ``table_id`` do not carry exactly ``columns``.
+
+    Run after a column of a registered table was added, dropped or renamed. Clients apply a
+    bundle row only when its payload carries exactly their table's columns, so a client that is
+    behind would be stuck on rows captured with the old column set, whichever models it runs;
+    rewriting them would break their bundles' ``row_count``/``bundle_hash``. Pruning them (like a
+    removed table's history) sends such clients to ``history_pruned`` and a snapshot, which is
+    read from the live rows (a client exactly at the floor re-snapshots too, §6.2). Snapshot
+    sessions holding rows of the table are dropped for the same reason (clients start anew).
+    ``columns`` are the wire columns (without the hidden scope column); returns
+    ``user_pk -> new floor``.
+    """
+    text_array = postgresql.ARRAY(sa.Text)
+    wanted = sa.cast(sorted(set(columns)), text_array)
+    keys = sa.func.array(
+        sa.select(sa.column("k", sa.Text))
+        .select_from(sa.func.json_object_keys(BUNDLE_ROWS.c.payload_wire).alias("k"))
+        .scalar_subquery(),
+        type_=text_array,
+    )
+    reshaped = sa.and_(
+        BUNDLE_ROWS.c.table_id == table_id,
+        BUNDLE_ROWS.c.payload_wire.is_not(None),  # deletes carry no payload
+        sa.not_(sa.and_(keys.contains(wanted), keys.contained_by(wanted))),
+    )
+    holding = sa.select(SNAPSHOT_SESSION_ROWS.c.snapshot_id).where(
+        SNAPSHOT_SESSION_ROWS.c.table_id == table_id
+    )
+    conn.execute(sa.delete(SNAPSHOT_SESSIONS).where(SNAPSHOT_SESSIONS.c.snapshot_id.in_(holding)))
+    pruned = _prune_through(conn, reshaped)
+    if pruned:
+        _log.info(
+            "pruned history of %d user(s) holding rows of table %d with another column set",
+            len(pruned), table_id,
         )
     return pruned
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,40 +23,50 @@ async def bootstrap(engine: AsyncEngine, version: str) -> SyncService:
     return service
 
 
-async def captured_write(engine: AsyncEngine, version: str) -> dict[str, set[str]]:
-    """Bootstrap ``version``, write one row per synced table, return the captured column sets."""
-    extra, posts = VERSIONS[version]
-    service = await bootstrap(engine, version)
-    user_id = str(uuid.uuid4())
+@dataclass(frozen=True, slots=True)
+class Written:
+    """One committed server write: its bundle and the values written, ``table -> row``."""
 
-    async def write(writer: BundleWriter) -> None:
-        user: dict[str, Any] = {"id": user_id, "name": "n"}
-        if extra is not None:
-            user[extra] = "x"
-        await writer.connection.execute(
-            sa.text(
-                f"INSERT INTO business.users ({', '.join(user)})"
-                f" VALUES ({', '.join(':' + k for k in user)})"
-            ),
-            user,
-        )
-        if posts is not None:
-            post: dict[str, Any] = {"id": str(uuid.uuid4()), "title": "t"}
-            if posts == "fk":
-                post["author_id"] = user_id
+    bundle_seq: int
+    rows: dict[str, dict[str, Any]]
+
+
+async def write(service: SyncService, version: str) -> Written:
+    """Write one row per synced table of ``version`` through the bootstrapped ``service``."""
+    extra, posts = VERSIONS[version]
+    user_id = str(uuid.uuid4())
+    user: dict[str, Any] = {"id": user_id, "name": "n"}
+    if extra is not None:
+        user[extra] = "x"
+    rows = {"users": user}
+    if posts is not None:
+        post: dict[str, Any] = {"id": str(uuid.uuid4()), "title": "t"}
+        if posts == "fk":
+            post["author_id"] = user_id
+        rows["posts"] = post
+
+    async def insert(writer: BundleWriter) -> None:
+        for table, row in rows.items():
             await writer.connection.execute(
                 sa.text(
-                    f"INSERT INTO business.posts ({', '.join(post)})"
-                    f" VALUES ({', '.join(':' + k for k in post)})"
+                    f"INSERT INTO business.{table} ({', '.join(row)})"
+                    f" VALUES ({', '.join(':' + k for k in row)})"
                 ),
-                post,
+                row,
             )
 
+    result = await ScopeManager(service).exec_write(SCOPE, insert, writer_id="migrations")
+    return Written(result.bundle.bundle_seq, rows)
+
+
+async def captured_write(engine: AsyncEngine, version: str) -> dict[str, set[str]]:
+    """Bootstrap ``version``, write one row per synced table, return the captured column sets."""
+    service = await bootstrap(engine, version)
     try:
-        result = await ScopeManager(service).exec_write(SCOPE, write, writer_id="migrations")
+        written = await write(service, version)
     finally:
         await service.close()
-    return await bundle_columns(engine, result.bundle.bundle_seq)
+    return await bundle_columns(engine, written.bundle_seq)
 
 
 async def bundle_columns(engine: AsyncEngine, bundle_seq: int) -> dict[str, set[str]]:
