@@ -1,7 +1,8 @@
 """Migration safety matrix (real PostgreSQL, real HTTP, real client): every step up and back.
 
 Each step test replays the module's generated history on its own database up to the step
-before, then walks three phases - before, after ``alembic upgrade``, after ``alembic downgrade``.
+before, then walks four phases - before, after ``alembic upgrade``, after ``alembic downgrade``
+and after upgrading again.
 In each phase a new server (the service bootstrapped with that phase's models, served over
 HTTP) commits a write; the test proves the write was captured with the phase's column set
 (``sync.bundle_rows``) and that one device, a :class:`~oversync_sa.client.SyncClient` whose
@@ -149,6 +150,10 @@ async def test_alembic_step_up_and_down_keeps_sync(
 
         await run_command(command.downgrade, project, before)
         await _phase(pg_engine, device, old, stale=stale_down, in_place=in_place_down)
+
+        # ...and up again: the downgrade left a layout the same migration can re-apply.
+        await run_command(command.upgrade, project, step)
+        await _phase(pg_engine, device, new, stale=stale_up, in_place=in_place_up)
     finally:
         await device.close()
 
