@@ -1,5 +1,19 @@
 """Helpers for testing applications built on oversync-sa (and for our own test suite)."""
 
+from oversync_sa.testing.faults import (
+    FaultAction,
+    FaultEvent,
+    FaultInjector,
+    FaultRule,
+    FaultTransport,
+    RequestRecord,
+    delay,
+    drop_request,
+    drop_response,
+    duplicate,
+    fail_status,
+    hold,
+)
 from oversync_sa.testing.postgres import (
     ENV_DATABASE_URL,
     LocalCluster,
@@ -14,12 +28,24 @@ from oversync_sa.testing.postgres import (
 
 __all__ = [
     "ENV_DATABASE_URL",
+    "FaultAction",
+    "FaultEvent",
+    "FaultInjector",
+    "FaultRule",
+    "FaultTransport",
     "LocalCluster",
     "PostgresNotFoundError",
     "PostgresServer",
+    "RequestRecord",
     "asyncpg_dsn",
+    "delay",
+    "drop_request",
+    "drop_response",
+    "duplicate",
+    "fail_status",
     "find_bin_dir",
     "find_postgres",
+    "hold",
     "sqlalchemy_url",
     "temporary_database",
 ]
