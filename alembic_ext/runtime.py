@@ -13,9 +13,9 @@ from typing import Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.schema import CreateIndex, CreateSchema, CreateSequence, CreateTable
 
 from oversync_sa.errors import SchemaViolation, UnsupportedSchemaError
+from oversync_sa.server.bootstrap_layout import create_layout
 from oversync_sa.server.catalog_migration import (
     CatalogChange,
     CatalogEntry,
@@ -27,10 +27,7 @@ from oversync_sa.server.catalog_migration import (
 from oversync_sa.server.runtime_info import key_kind_for
 from oversync_sa.server.runtime_schema import (
     ADVISORY_LOCK_KEY,
-    COUNTER_SEQUENCES,
-    LAYOUT_INDEXES,
     LAYOUT_NAME,
-    LAYOUT_TABLES,
     META,
     PROTOCOL_LABEL,
     SYNC_SCHEMA,
@@ -104,19 +101,7 @@ def install_runtime(conn: Connection) -> bool:
             "layout_unknown",
             "existing sync schema uses an unsupported or partial layout; drop it first",
         )
-    conn.execute(CreateSchema(SYNC_SCHEMA, if_not_exists=True))
-    for table in LAYOUT_TABLES:
-        conn.execute(CreateTable(table))
-    for sequence in COUNTER_SEQUENCES:
-        conn.execute(CreateSequence(sequence, if_not_exists=True))
-    _create_functions(conn)
-    conn.execute(
-        sa.insert(META).values(
-            singleton_key=True, protocol_label=PROTOCOL_LABEL, layout_name=LAYOUT_NAME
-        )
-    )
-    for index in LAYOUT_INDEXES:
-        conn.execute(CreateIndex(index, if_not_exists=True))
+    create_layout(conn)
     _log.info("created sync layout %s", LAYOUT_NAME)
     return True
 

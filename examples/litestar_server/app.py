@@ -55,6 +55,7 @@ __all__ = [
     "BrowserCORSMiddleware",
     "ExampleServer",
     "add_cors_headers",
+    "bearer_openapi_config",
     "build_service",
     "create_app",
     "database_error_text",
@@ -377,16 +378,21 @@ def create_app(server: ExampleServer) -> Litestar:
             MethodNotAllowedException: router_method_not_allowed,
         },
         lifespan=[business_schema],
-        openapi_config=OpenAPIConfig(
-            title="go-oversync Two-Way Sync API (oversync-sa reference server)",
-            version="1.0.0",
-            components=Components(
-                security_schemes={
-                    "BearerAuth": SecurityScheme(
-                        type="http", scheme="bearer", bearer_format="JWT"
-                    )
-                }
-            ),
+        openapi_config=bearer_openapi_config(
+            "go-oversync Two-Way Sync API (oversync-sa reference server)"
+        ),
+    )
+
+
+def bearer_openapi_config(title: str) -> OpenAPIConfig:
+    """OpenAPI settings of an example app: ``title``, version 1.0.0, JWT bearer auth."""
+    return OpenAPIConfig(
+        title=title,
+        version="1.0.0",
+        components=Components(
+            security_schemes={
+                "BearerAuth": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+            }
         ),
     )
 

@@ -8,58 +8,19 @@ embedded PostgreSQL, if any, is stopped last so a restart resumes over the same 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import sys
-from collections.abc import Iterator
-from types import FrameType
-from typing import Final
 
 import uvicorn
 from litestar import Litestar
 
 from examples.litestar_server.database import create_engine, open_database
+from examples.litestar_server.serving import SHUTDOWN_GRACE_SECONDS, DrainingServer
 from examples.samplesync_server.app import SampleSyncServer, create_app
 from examples.samplesync_server.settings import Settings, SettingsError, settings_from_env
-from oversync_sa.litestar.plugin import OversyncPlugin
 
 _log = logging.getLogger("examples.samplesync_server")
-
-#: How long uvicorn lets in-flight requests finish after a stop signal.
-SHUTDOWN_GRACE_SECONDS: Final = 30
-_STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
-
-
-class _DrainingServer(uvicorn.Server):
-    """uvicorn, plus: a stop signal also starts the sync service's drain right away.
-
-    uvicorn on its own runs the app's shutdown only after every connection has closed, and an
-    open watch stream never closes by itself.
-    """
-
-    def __init__(self, config: uvicorn.Config, plugin: OversyncPlugin) -> None:
-        super().__init__(config)
-        self._plugin = plugin
-        self._drain: asyncio.Task[None] | None = None
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # uvicorn's own version re-raises the signal after a graceful stop, which would turn a
-        # clean shutdown into KeyboardInterrupt before the engine and database are closed.
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        if self._drain is None:
-            self._drain = asyncio.get_running_loop().create_task(self._plugin.shutdown())
-
 
 def _log_endpoints(app: Litestar) -> None:
     """List the served routes at startup, as the Go sample does for its app developers."""
@@ -88,7 +49,7 @@ async def serve(settings: Settings) -> None:
             )
             _log.info("samplesync server listening on http://%s:%d", settings.host, settings.port)
             _log_endpoints(app)
-            await _DrainingServer(config, server.plugin).serve()
+            await DrainingServer(config, server.plugin).serve()
         finally:
             await engine.dispose()
     _log.info("server exited")

@@ -28,8 +28,6 @@ from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import MethodNotAllowedException, NotFoundException
 from litestar.middleware import ASGIMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import SkipValidation
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -37,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from examples.litestar_server.app import (
     BrowserCORSMiddleware,
     add_cors_headers,
+    bearer_openapi_config,
     router_method_not_allowed,
     router_not_found,
 )
@@ -311,15 +310,5 @@ def create_app(server: SampleSyncServer) -> Litestar:
             MethodNotAllowedException: router_method_not_allowed,
         },
         lifespan=[application_tables],
-        openapi_config=OpenAPIConfig(
-            title="oversync-sa samplesync server",
-            version="1.0.0",
-            components=Components(
-                security_schemes={
-                    "BearerAuth": SecurityScheme(
-                        type="http", scheme="bearer", bearer_format="JWT"
-                    )
-                }
-            ),
-        ),
+        openapi_config=bearer_openapi_config("oversync-sa samplesync server"),
     )

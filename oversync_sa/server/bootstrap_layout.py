@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Final
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateIndex, CreateSchema, CreateSequence, CreateTable
@@ -30,9 +31,9 @@ from oversync_sa.server.runtime_schema import (
     SYNC_SCHEMA,
     TABLE_CATALOG,
 )
-from oversync_sa.server.triggers import create_trigger_functions
+from oversync_sa.server.triggers import TRIGGER_FUNCTION_DDL
 
-__all__ = ["acquire_bootstrap_lock", "ensure_layout"]
+__all__ = ["acquire_bootstrap_lock", "create_layout", "ensure_layout"]
 
 _log = logging.getLogger("oversync_sa.server.bootstrap")
 
@@ -87,28 +88,35 @@ async def ensure_layout(conn: AsyncConnection, tables: Sequence[RuntimeTable]) -
             "existing sync schema uses unsupported layout; drop and recreate the sync schema "
             f"(found: {', '.join(existing)})",
         )
-    await _create_layout(conn, tables)
+    await conn.run_sync(create_layout, tables)
+    _log.info("created sync layout %s with %d registered table(s)", LAYOUT_NAME, len(tables))
     return True
 
 
-async def _create_layout(conn: AsyncConnection, tables: Sequence[RuntimeTable]) -> None:
-    await conn.execute(CreateSchema(SYNC_SCHEMA, if_not_exists=True))
+def create_layout(conn: Connection, tables: Sequence[RuntimeTable] = ()) -> None:
+    """Create the whole ``sync`` layout (schema, tables, counters, functions, marker, catalog).
+
+    Synchronous, so Alembic's migration connection can call it directly and bootstrap through
+    ``AsyncConnection.run_sync``. The caller holds the transaction and the bootstrap lock, and
+    has checked that no layout exists yet.
+    """
+    conn.execute(CreateSchema(SYNC_SCHEMA, if_not_exists=True))
     for table in LAYOUT_TABLES:
-        await conn.execute(CreateTable(table))
+        conn.execute(CreateTable(table))
     for sequence in COUNTER_SEQUENCES:
-        await conn.execute(CreateSequence(sequence, if_not_exists=True))
-    await create_trigger_functions(conn)
-    await conn.execute(
+        conn.execute(CreateSequence(sequence, if_not_exists=True))
+    for statement in TRIGGER_FUNCTION_DDL:
+        conn.exec_driver_sql(statement)
+    conn.execute(
         sa.insert(META).values(
             singleton_key=True, protocol_label=PROTOCOL_LABEL, layout_name=LAYOUT_NAME
         )
     )
     if tables:
         rows = [_catalog_row(t) for t in sorted(tables, key=lambda t: t.table_id)]
-        await conn.execute(sa.insert(TABLE_CATALOG), rows)
+        conn.execute(sa.insert(TABLE_CATALOG), rows)
     for index in LAYOUT_INDEXES:
-        await conn.execute(CreateIndex(index, if_not_exists=True))
-    _log.info("created sync layout %s with %d registered table(s)", LAYOUT_NAME, len(tables))
+        conn.execute(CreateIndex(index, if_not_exists=True))
 
 
 def _catalog_row(table: RuntimeTable) -> dict[str, object]:

@@ -15,7 +15,6 @@ to do: push what it has, drop its file and start over from the server (attach â†
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,16 +32,11 @@ from oversync_sa.client.schema_upgrade import ChangeKind, DestructiveSchemaChang
 from oversync_sa.litestar import OversyncPlugin
 from oversync_sa.litestar.jwt import JWTConfig, issue_token
 from oversync_sa.server import ServiceConfig, SyncService
+from tests._live_server import free_port
 from tests.alembic._models import SCHEMA, build, service_config
 from tests.alembic._sync import SCOPE
 
 SECRET = "alembic-matrix-secret-that-is-long-enough-for-hs256"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +56,7 @@ async def live_server(
     # refusal (e.g. a non-deferrable FK); the plugin skips a bootstrapped service.
     await service.bootstrap()
     app = Litestar(plugins=[OversyncPlugin(service, jwt=JWTConfig(key=SECRET))])
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     while not server.started:  # uvicorn offers a flag, not an event

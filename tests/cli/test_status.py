@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,15 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests._live_server import free_port
 from tests.cli.conftest import Invoke
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _Canned(BaseHTTPRequestHandler):
@@ -108,7 +102,7 @@ def test_bad_answers_exit_2(
 
 
 def test_unreachable_server_exits_2(invoke: Invoke) -> None:
-    result = invoke(["status", f"http://127.0.0.1:{_free_port()}", "--timeout", "2"])
+    result = invoke(["status", f"http://127.0.0.1:{free_port()}", "--timeout", "2"])
     assert result.exit_code == 2
     assert "cannot reach http://127.0.0.1:" in result.stderr
     assert "Traceback" not in result.output
@@ -128,7 +122,7 @@ def test_non_http_url_is_a_usage_error(invoke: Invoke, url: str) -> None:
 def test_serve_then_status_against_the_live_server(
     invoke: Invoke, pg_url: str, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     env = {

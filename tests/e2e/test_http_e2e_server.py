@@ -6,12 +6,6 @@ exit cleanly) and starts it again over the same database, which must resume wher
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,59 +15,14 @@ import httpx
 import pytest
 
 from oversync_sa.testing import PostgresServer
+from tests._live_server import ServerProcess, free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "e2e-device"
+JWT_SECRET = "e2e-secret-that-is-long-enough-for-hs256"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _ServerProcess:
-    def __init__(self, database_url: str, port: int, log: Path) -> None:
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "JWT_SECRET": "e2e-secret-that-is-long-enough-for-hs256",
-            "OVERSYNC_DB_POOL_MAX_CONNS": "4",
-            "OVERSYNC_DB_POOL_MIN_CONNS": "1",
-        }
-        self.log = log
-        self.base_url = f"http://127.0.0.1:{port}"
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "examples.litestar_server"],
-                cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            )
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited early:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/syncx/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"server not ready:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return -9
-        return int(self.proc.returncode)
+def _start(database_url: str, port: int, log: Path) -> ServerProcess:
+    return ServerProcess(database_url, log, jwt_secret=JWT_SECRET, port=port, pool_max_conns=4)
 
 
 @pytest.fixture
@@ -115,9 +64,9 @@ def _push_one_user(client: httpx.Client, auth: dict[str, str], key: str) -> dict
 
 
 def test_reference_server_round_trip_and_restart(database_url: str, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "server.log"
-    server = _ServerProcess(database_url, port, log)
+    server = _start(database_url, port, log)
     try:
         server.wait_ready()
         with httpx.Client(base_url=server.base_url, timeout=10) as client:
@@ -142,9 +91,9 @@ def test_reference_server_round_trip_and_restart(database_url: str, tmp_path: Pa
             assert pulled["bundles"][0]["rows"][0]["payload"]["name"] == "Eve"
     finally:
         code = server.stop()
-    assert code == 0, log.read_text()[-3000:]
+    assert code == 0, server.tail()
 
-    restarted = _ServerProcess(database_url, port, log)
+    restarted = _start(database_url, port, log)
     try:
         restarted.wait_ready()
         with httpx.Client(base_url=restarted.base_url, timeout=10) as client:
@@ -152,4 +101,4 @@ def test_reference_server_round_trip_and_restart(database_url: str, tmp_path: Pa
             pulled = client.get("/sync/pull", headers=auth).json()
             assert [b["bundle_seq"] for b in pulled["bundles"]] == [1]
     finally:
-        assert restarted.stop() == 0, log.read_text()[-3000:]
+        assert restarted.stop() == 0, restarted.tail()

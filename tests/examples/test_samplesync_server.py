@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,16 +41,11 @@ from examples.samplesync_server.settings import (
 from oversync_sa.client import SyncClient
 from oversync_sa.client.results import AttachOutcome, AttachStatus, PushOutcome
 from oversync_sa.testing import PostgresServer
+from tests._live_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "samplesync-test-secret-long-enough-for-hs256"
 SOURCE = "kmp-test-device"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -79,7 +73,7 @@ class Served:
 
 @pytest.fixture
 async def served(pg_url: str) -> AsyncIterator[Served]:
-    port = _free_port()
+    port = free_port()
     settings = settings_from_env(
         {"DATABASE_URL": pg_url, "JWT_SECRET": SECRET, "PORT": str(port), "HOST": "127.0.0.1"}
     )
@@ -429,7 +423,7 @@ def test_settings_read_the_go_samples_variables() -> None:
 
 def test_runs_as_a_module_and_exits_cleanly(pg_server: PostgresServer, tmp_path: Path) -> None:
     url = pg_server.create_database()
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "server.log"
     env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "HOST": "127.0.0.1",
            "JWT_SECRET": SECRET}

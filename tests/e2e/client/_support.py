@@ -10,13 +10,7 @@ one server process serves a whole test module.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,8 +30,8 @@ from oversync_sa.client.conflicts import ConflictResolver
 from oversync_sa.metadata import client_projection
 from oversync_sa.server import SyncService
 from oversync_sa.server.writes import BundleWriter, ScopeWriteResult
+from tests import _live_server
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 JWT_SECRET = "client-e2e-secret-that-is-long-enough-for-hs256"
 SCHEMA = "business"
 
@@ -63,60 +57,11 @@ def new_user(prefix: str = "user") -> str:
 # --------------------------------------------------------------------------- server process
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    """The reference server as a child process; ``stop()`` sends SIGTERM and waits."""
+class ServerProcess(_live_server.ServerProcess):
+    """The reference server as a child process, signing tokens with :data:`JWT_SECRET`."""
 
     def __init__(self, database_url: str, log: Path) -> None:
-        port = _free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "JWT_SECRET": JWT_SECRET,
-            "OVERSYNC_DB_POOL_MAX_CONNS": "8",
-            "OVERSYNC_DB_POOL_MIN_CONNS": "1",
-        }
-        self.log = log
-        self.base_url = f"http://127.0.0.1:{port}"
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "examples.litestar_server"],
-                cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            )
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/syncx/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server not ready:\n{self.tail()}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return -9
-        return int(self.proc.returncode)
+        super().__init__(database_url, log, jwt_secret=JWT_SECRET, pool_max_conns=8)
 
 
 # --------------------------------------------------------------------------- transports
