@@ -5,27 +5,6 @@ loop - engines, clients - is created per example; only the server process is sha
 examples isolate themselves by fresh user ids (scopes).
 """
 
-from __future__ import annotations
+from tests.e2e.client.conftest import live_server
 
-from collections.abc import Iterator
-
-import pytest
-
-from oversync_sa.testing import PostgresServer
-from tests.e2e.client._support import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def live_server(
-    pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ServerProcess, str]]:
-    url = pg_server.create_database()
-    server = ServerProcess(url, tmp_path_factory.mktemp("server") / "server.log")
-    try:
-        server.wait_ready()
-        yield server, url
-    finally:
-        code = server.stop()
-        pg_server.drop_database(url)
-        # Injected faults must never crash the server; a crash would hide server errors.
-        assert code == 0, server.tail()
+__all__ = ["live_server"]
