@@ -87,7 +87,14 @@ def sql_literal(value: str) -> str:
 def _column_value_sql(ref: str, column: str, is_blob: bool) -> str:
     value = f"{ref}.{quote_identifier(column)}"
     if not is_blob:
-        return value
+        # json_object renders REAL with 15 significant digits, so a double that needs 16-17
+        # would be pushed rounded while the writer keeps the exact value (a Go defect,
+        # CLIENT.md §12.38). 17 digits round-trip every finite double; infinities (which
+        # printf spells "Inf", not JSON) keep SQLite's own rendering.
+        return (
+            f"CASE WHEN typeof({value}) = 'real' AND abs({value}) < 1e309"
+            f" THEN json(printf('%!.17g', {value})) ELSE {value} END"
+        )
     return f"CASE WHEN {value} IS NULL THEN NULL ELSE lower(hex({value})) END"
 
 

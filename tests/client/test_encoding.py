@@ -324,9 +324,10 @@ async def test_serialize_row_matches_trigger_payload(conn: AsyncConnection) -> N
         (str(k), str(p))
         for k, p in await rows(conn, "SELECT key_json, payload FROM _sync_dirty_rows")
     )
+    # REAL is captured losslessly (17 digits), not with SQLite's 15 (CLIENT.md §12.38).
     assert captured['{"id":"t1"}'] == (
         '{"id":"t1","name":"n<&>","note":null,"count_value":42,"enabled_flag":1,'
-        '"rating":0.3,"data":"00ff","created_at":"2026-03-24 18:42:11"}'
+        '"rating":0.30000000000000004,"data":"00ff","created_at":"2026-03-24 18:42:11"}'
     )
     assert '"data":"616263"' in captured['{"id":"t2"}']
     for pk in ("t1", "t2"):
