@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +31,6 @@ from tests.client.facade.server import (
     query,
     user_row,
 )
-
-
-@pytest.fixture
-def server() -> SyncServer:
-    return SyncServer()
-
-
-@pytest.fixture
-async def client(tmp_path: Path, server: SyncServer) -> AsyncIterator[SyncClient]:
-    client = await make_client(tmp_path / "c.db", server)
-    try:
-        yield client
-    finally:
-        await client.close()
-        await client.runtime.engine.dispose()
 
 
 class Events:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +28,9 @@ from tests.client.facade.server import (
     SyncServer,
     attached,
     execute,
-    make_client,
     query,
     user_row,
 )
-
-
-@pytest.fixture
-def server() -> SyncServer:
-    return SyncServer()
-
-
-@pytest.fixture
-async def client(tmp_path: Path, server: SyncServer) -> AsyncIterator[SyncClient]:
-    client = await make_client(tmp_path / "c.db", server)
-    try:
-        yield client
-    finally:
-        await client.close()
-        await client.runtime.engine.dispose()
 
 
 async def test_sync_pushes_then_pulls_with_progress(
