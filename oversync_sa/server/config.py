@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 from oversync_sa.errors import ConfigurationError
+from oversync_sa.server.stages import StageTiming
 
 __all__ = [
     "DEFAULT_APP_NAME",
@@ -173,7 +174,7 @@ class ServiceConfig:
     retention_prune_batch_size: int = _DEFAULT_PRUNE_BATCH
     upload_lock_timeout: timedelta = timedelta(0)
     dependency_overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    stage_metrics: Callable[[Any], None] | None = None
+    stage_metrics: Callable[[StageTiming], None] | None = None
     log_stage_timings: bool = False
     bundle_change_watch: BundleChangeWatchConfig = field(default_factory=BundleChangeWatchConfig)
     migrate_table_catalog: bool = False
