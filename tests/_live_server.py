@@ -33,6 +33,7 @@ class ServerProcess:
     """The reference server as a child process; ``stop()`` sends SIGTERM and waits.
 
     ``port`` defaults to a free one; pass the same port again to restart a server in place.
+    ``env`` adds to (or overrides) the child's environment.
     """
 
     def __init__(
@@ -43,10 +44,11 @@ class ServerProcess:
         jwt_secret: str,
         port: int | None = None,
         pool_max_conns: int = 8,
+        env: dict[str, str] | None = None,
     ) -> None:
         if port is None:
             port = free_port()
-        env = {
+        child_env = {
             **os.environ,
             "DATABASE_URL": database_url,
             "PORT": str(port),
@@ -54,6 +56,7 @@ class ServerProcess:
             "JWT_SECRET": jwt_secret,
             "OVERSYNC_DB_POOL_MAX_CONNS": str(pool_max_conns),
             "OVERSYNC_DB_POOL_MIN_CONNS": "1",
+            **(env or {}),
         }
         self.log = log
         self.port = port
@@ -61,7 +64,7 @@ class ServerProcess:
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "examples.litestar_server"],
-                cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT, env=child_env, stdout=out, stderr=subprocess.STDOUT,
             )
 
     def tail(self) -> str:
