@@ -4,7 +4,8 @@ The library never authenticates. The host authenticates (for instance with
 :mod:`oversync_sa.litestar.jwt` or Litestar's own auth middleware) and hands over a trusted user
 id through a resolver; this module pairs it with the ``Oversync-Source-ID`` header. Handlers get
 the result as Litestar dependencies, so Litestar's routing still answers a wrong method (405)
-before any actor check, as the contract orders it.
+before any actor check, as the contract orders it; ``HEAD`` on a ``GET`` route is the exception
+(:mod:`.head_routes`), since Go's ``GET`` patterns match it and authenticate it first.
 """
 
 from __future__ import annotations

@@ -70,14 +70,20 @@ def decode_request(
     the zero request, as a top-level ``null`` always does.
     """
     try:
-        mirrored = _strict_decoder(target_type).decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-        # Any miss, however it is reported, goes to the path that knows Go's rules.
-        pass
-    else:
-        return msgspec.convert(mirrored, target_type, from_attributes=True)
-    return _decode_lenient(body, target_type, trailing=trailing, unknown=unknown,
-                           allow_empty=allow_empty)
+        try:
+            mirrored = _strict_decoder(target_type).decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+            # Any miss, however it is reported, goes to the path that knows Go's rules.
+            pass
+        else:
+            return msgspec.convert(mirrored, target_type, from_attributes=True)
+        return _decode_lenient(body, target_type, trailing=trailing, unknown=unknown,
+                               allow_empty=allow_empty)
+    except RecursionError:
+        # Nesting deeper than the interpreter's stack: a body no client sends, and which must
+        # be the endpoint's 400, not a 500 (Go refuses beyond 10000 levels; the limit here is
+        # lower, and every payload a sync table can hold is far below it).
+        raise DecodeError("JSON nesting is too deep") from None
 
 
 # --------------------------------------------------------------------------- strict fast path

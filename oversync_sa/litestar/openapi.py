@@ -21,8 +21,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import msgspec
-from litestar.openapi.spec import Operation, RequestBody, Schema
-from litestar.openapi.spec.enums import OpenAPIType
+from litestar.enums import ParamType
+from litestar.openapi.spec import (
+    Operation,
+    Parameter,
+    Reference,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.plugins import OpenAPISchemaPlugin
 from litestar.types import Empty
 from litestar.typing import FieldDefinition
@@ -31,9 +39,10 @@ from oversync_sa.wire import models
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
-    from litestar.openapi.spec import Reference
 
 __all__ = [
+    "BEARER_AUTH",
+    "BEARER_AUTH_SCHEME",
     "BundleHash",
     "ContractSchemaPlugin",
     "OptionalBodyOperation",
@@ -41,6 +50,7 @@ __all__ = [
     "PushSessionCreateStagingResponse",
     "RawJSONSchemaPlugin",
     "SyncKey",
+    "SyncOperation",
 ]
 
 
@@ -227,14 +237,128 @@ def _reference(field_definition: FieldDefinition, schema_creator: SchemaCreator)
     return cast("Schema", reference)
 
 
+# ------------------------------------------------------------ parameters and security scheme
+
+#: The contract's security scheme name and definition (``components.securitySchemes``).
+BEARER_AUTH: Final = "BearerAuth"
+BEARER_AUTH_SCHEME: Final = SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+
+# Litestar's format enum has no ``int64``; the document is plain JSON, so the text serves.
+_INT64: Final = cast("OpenAPIFormat", "int64")
+
+_SOURCE_ID_PARAMETER: Final = Parameter(
+    name="Oversync-Source-ID",
+    param_in=ParamType.HEADER,
+    required=True,
+    schema=Schema(type=OpenAPIType.STRING),
+    description=(
+        "Current sync source identity of the authenticated request; sync transport metadata, "
+        "not authentication."
+    ),
+)
+
+
+def _int_query(
+    name: str,
+    description: str,
+    *,
+    minimum: int,
+    maximum: int | None = None,
+    default: int | None = None,
+    int64: bool = True,
+) -> Parameter:
+    return Parameter(
+        name=name,
+        param_in=ParamType.QUERY,
+        required=False,
+        description=description,
+        schema=Schema(
+            type=OpenAPIType.INTEGER,
+            format=_INT64 if int64 else None,
+            minimum=minimum,
+            maximum=maximum,
+            default=default,
+        ),
+    )
+
+
+_AFTER_BUNDLE_SEQ: Final = _int_query(
+    "after_bundle_seq", "Bundles strictly after this durable checkpoint.", minimum=0, default=0
+)
+_PAGE_AFTER_ROW: Final = _int_query(
+    "after_row_ordinal", "Rows strictly after this row ordinal.", minimum=0, default=0
+)
+_PAGE_MAX_ROWS: Final = _int_query(
+    "max_rows",
+    "Requested page size: default 1000, capped at 5000, non-positive values are rejected.",
+    minimum=1,
+    maximum=5000,
+    default=1000,
+    int64=False,
+)
+
+#: Query parameters by operation id. The handlers read queries raw (Go's integer rules and
+#: error codes, :mod:`.query`), so Litestar sees none of them: they are documented here.
+_QUERY_PARAMETERS: Final[dict[str, tuple[Parameter, ...]]] = {
+    # The contract advertises no default cursor here (it is 0, as for snapshot chunks).
+    "getCommittedBundleRows": (
+        _int_query("after_row_ordinal", "Rows strictly after this row ordinal.", minimum=0),
+        _PAGE_MAX_ROWS,
+    ),
+    "pull": (
+        _AFTER_BUNDLE_SEQ,
+        _int_query(
+            "max_bundles",
+            "Maximum number of complete bundles to return.",
+            minimum=1,
+            maximum=5000,
+            default=1000,
+            int64=False,
+        ),
+        _int_query(
+            "target_bundle_seq",
+            "Frozen stable ceiling captured from the first response of a pull session.",
+            minimum=0,
+        ),
+    ),
+    "watchBundleChanges": (_AFTER_BUNDLE_SEQ,),
+    "getSnapshotChunk": (_PAGE_AFTER_ROW, _PAGE_MAX_ROWS),
+}
+
+#: Path parameters taken as text (so a bad value is the contract's 400, not a routing error)
+#: but documented with the contract's type.
+_PATH_SCHEMAS: Final[dict[str, Schema]] = {
+    "bundle_seq": Schema(type=OpenAPIType.INTEGER, format=_INT64, minimum=1),
+}
+
+
 @dataclass
-class OptionalBodyOperation(Operation):
-    """An operation whose documented request body is optional.
+class SyncOperation(Operation):
+    """An authenticated ``/sync`` operation as the contract documents it.
+
+    Adds the ``Oversync-Source-ID`` header and the operation's query parameters, and gives
+    text-typed path parameters their contract type. Only the served document changes.
+    """
+
+    def __post_init__(self) -> None:
+        parameters: list[Parameter | Reference] = [_SOURCE_ID_PARAMETER]
+        for parameter in self.parameters or ():
+            if isinstance(parameter, Parameter) and parameter.name in _PATH_SCHEMAS:
+                parameter.schema = _PATH_SCHEMAS[parameter.name]
+            parameters.append(parameter)
+        parameters.extend(_QUERY_PARAMETERS.get(self.operation_id or "", ()))
+        self.parameters = parameters
+
+
+@dataclass
+class OptionalBodyOperation(SyncOperation):
+    """A sync operation whose documented request body is optional.
 
     Litestar marks every request body it documents as required; ``POST
     /sync/snapshot-sessions`` accepts an empty body (keep the current source).
     """
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.request_body, RequestBody):
             self.request_body.required = False

@@ -35,6 +35,7 @@ from oversync_sa.errors import (
     SourceSequenceOutOfOrderError,
 )
 from oversync_sa.server.connect import check_active_lease, require_active_lease
+from oversync_sa.server.payload_types import check_payload_types
 from oversync_sa.server.push_validation import StagedRow, validate_chunk
 from oversync_sa.server.scope import ScopeRecord, ScopeState, lock_scope
 from oversync_sa.server.sources import next_expected_source_bundle_id
@@ -369,6 +370,7 @@ async def _upload(
     next_ordinal = start + len(rows)
     if next_ordinal > session.planned_row_count:
         raise PushChunkInvalidError("chunk exceeds planned_row_count")
+    await check_payload_types(conn, rows)
     await conn.execute(_STAGE_ROWS_SQL, _stage_params(session.push_id, start, rows))
     await conn.execute(
         _ADVANCE_SQL,

@@ -30,6 +30,7 @@ from tests.server.push._support import (
     create,
     fetch,
     initialize,
+    make_service,
     push,
     row,
     uid,
@@ -231,12 +232,19 @@ async def test_deferred_fk_violation_fails_at_commit_and_rolls_back(service: Syn
     assert await fetch(service.engine, "SELECT count(*) FROM sync.push_sessions") == [(1,)]
 
 
-async def test_unknown_column_is_commit_failure(service: SyncService) -> None:
+async def test_column_dropped_after_bootstrap_is_commit_failure(service: SyncService) -> None:
+    # An unknown column is refused at chunk upload (tests/security); one dropped after
+    # bootstrap is still in the runtime's column map, so only the commit can find out.
+    async with service.engine.begin() as conn:
+        await conn.execute(sa.text("ALTER TABLE business.users ADD COLUMN nope integer"))
+    service = await make_service(service.engine)
     await initialize(service, "u1")
     session = await create(service, "u1", "dev-a", 1, 1)
     await chunk(service, "u1", session.push_id, 0, [
         row("users", uid(1), payload={"name": "a", "email": "e", "nope": 1})
     ])
+    async with service.engine.begin() as conn:
+        await conn.execute(sa.text("ALTER TABLE business.users DROP COLUMN nope"))
     with pytest.raises(PushSessionCommitFailedError):
         await commit_push_session(service, "u1", "dev-a", session.push_id)
 

@@ -69,6 +69,15 @@ def _check(*rows: PushRequestRow, start: int = 0, max_rows: int = 5000) -> list[
         ({"rows": [row("files", K, payload={"data": "AB-_"})]},
          "payload binary field business.files.data must be valid base64"),
         ({"rows": [row("files", K, payload={"data": "QQ"})]}, "must be valid base64"),
+        # Beyond Go: what the commit could never apply is refused here (docs/interop.md).
+        ({"rows": [row("files", K, payload={"nope": 1})]},
+         'payload for business.files contains unknown column "nope"'),
+        ({"rows": [row("files", K, payload={"name": "a", "Name": "b"})]},
+         'payload for business.files names column "name" twice ("Name" and "name")'),
+        ({"rows": [row("files", K, payload={"_Sync_Scope_Id": "x"})]},
+         'must not include hidden scope column "_Sync_Scope_Id"'),
+        ({"rows": [row("users", K, payload={"n": ["ok", {"k": "a\u0000"}]})]},
+         "payload value business.users.n contains a NUL character"),
     ],
 )
 def test_invalid_chunks_are_rejected_with_the_contract_message(
@@ -98,9 +107,10 @@ def test_valid_rows_are_normalised_into_apply_form() -> None:
     first, second, third = rows
     assert first.table.name == "business.users"  # type: ignore[attr-defined]
     assert first.op is Op.INSERT  # type: ignore[attr-defined]
-    # key added, numbers as float64, Go escaping, sorted keys; member case kept for JSON
+    # key added, numbers as float64, Go escaping, sorted keys; member names lower-cased so
+    # "Email" reaches column email (Go keeps the case and writes NULL, SERVER.md §11.20)
     assert first.payload == (  # type: ignore[attr-defined]
-        b'{"Email":"\\u003cx\\u003e","id":"' + K.encode() + b'","n":1.5,"name":"A"}'
+        b'{"email":"\\u003cx\\u003e","id":"' + K.encode() + b'","n":1.5,"name":"A"}'
     )
     assert first.columns == ("email", "id", "n", "name")  # type: ignore[attr-defined]
     assert second.payload == (  # type: ignore[attr-defined]
