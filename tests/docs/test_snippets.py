@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from oversync_sa.litestar import issue_token
 from oversync_sa.server import ServiceConfig, SyncService
@@ -45,6 +47,7 @@ def test_every_snippet_file_is_exercised() -> None:
         "quickstart/notes_client.py",
         "scope_write.py",
         "prune_job.py",
+        "observability.py",
     }
 
 
@@ -109,3 +112,69 @@ async def test_scope_write_and_prune_job(pg_engine: AsyncEngine, snippets: None)
     assert totals.bundles_deleted == 0
     async with pg_engine.connect() as conn:
         assert await conn.scalar(sa.text("SELECT count(*) FROM sync.bundle_log")) == 1
+
+
+async def test_observability_metrics_and_client_counters(
+    pg_engine: AsyncEngine,
+    tmp_path: Path,
+    snippets: None,
+) -> None:
+    import notes_models
+    import observability
+
+    from oversync_sa.client import ClientConfig, SyncClient
+    from oversync_sa.client.results import PushOutcome
+    from oversync_sa.metadata import client_projection, server_projection
+
+    async with pg_engine.begin() as conn:
+        await conn.execute(sa.text("CREATE SCHEMA business"))
+        await conn.run_sync(server_projection(notes_models.Base, schema="business").create_all)
+    secret = "observability-secret-of-at-least-32-bytes"
+    app = observability.create_observed_app(pg_engine, secret)
+    device = str(tmp_path / "phone.db")
+    local = create_async_engine(f"sqlite+aiosqlite:///{device}")
+    async with local.begin() as conn:
+        await conn.run_sync(client_projection(notes_models.Base).create_all)
+    await local.dispose()
+    # Our own handler: the app's lifespan configures logging and drops pytest's capture handler.
+    collected = _Collect()
+    observability.log.addHandler(collected)
+    observability.log.setLevel(logging.INFO)
+    async with app.lifespan():
+        transport = httpx.ASGITransport(app=app)
+        token = issue_token("alice", secret)
+        client = await SyncClient.create(
+            device, "http://testserver", lambda: token,
+            ClientConfig.from_models(notes_models.Base, schema="business"),
+            http_transport=transport,
+        )
+        try:
+            await client.open()
+            await client.attach("alice")
+            async with client.session() as session:
+                session.add(notes_models.Note(id=uuid.uuid4(), title="observed"))
+                await session.commit()
+            report = await observability.sync_and_report(client)
+        finally:
+            await client.close()
+            observability.log.removeHandler(collected)
+            observability.log.setLevel(logging.NOTSET)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            scrape = (await http.get("/metrics")).text
+    assert report.push_outcome is PushOutcome.COMMITTED
+    (record,) = collected.records
+    assert record.getMessage() == (
+        "synced: 1 pushes, 1 pulls, 0 rebuilds, 0 conflicts resolved, 0 changes queued"
+    )
+    assert "oversync_push_bundles_committed_total 1.0" in scrape
+    assert 'oversync_stage_duration_seconds_count{operation="pull",stage="total"} 1.0' in scrape
+    assert "oversync_retained_floor_lag_max_bundles 1.0" in scrape
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)

@@ -8,7 +8,6 @@ from typing import Any
 import httpx
 import pytest
 
-from oversync_sa.litestar import routes
 from oversync_sa.server import ServiceState, SyncService
 from tests.http.http_support import app_client, headers, make_app, uid
 
@@ -71,12 +70,12 @@ async def _boom(*_: Any, **__: Any) -> Any:
          "push_session_commit_failed"),
         ("delete_push_session", "DELETE", f"/sync/push-sessions/{uid(1)}",
          "push_session_delete_failed"),
-        ("fetch_committed_bundle_rows", "GET", "/sync/committed-bundles/1/rows",
+        ("committed_bundle_rows", "GET", "/sync/committed-bundles/1/rows",
          "committed_bundle_rows_failed"),
-        ("pull", "GET", "/sync/pull", "pull_failed"),
+        ("pull_encoded", "GET", "/sync/pull", "pull_failed"),
         ("create_snapshot_session", "POST", "/sync/snapshot-sessions",
          "snapshot_session_create_failed"),
-        ("get_snapshot_chunk", "GET", f"/sync/snapshot-sessions/{uid(1)}",
+        ("snapshot_chunk_encoded", "GET", f"/sync/snapshot-sessions/{uid(1)}",
          "snapshot_chunk_failed"),
         ("delete_snapshot_session", "DELETE", f"/sync/snapshot-sessions/{uid(1)}",
          "snapshot_session_delete_failed"),
@@ -88,7 +87,8 @@ async def test_unexpected_errors_become_the_route_failure_code(
     client: Client, monkeypatch: pytest.MonkeyPatch, target: str, method: str, path: str,
     code: str,
 ) -> None:
-    monkeypatch.setattr(routes, target, _boom)
+    # The routes call the SyncService facade: make its method fail unexpectedly.
+    monkeypatch.setattr(SyncService, target, _boom)
     bodies: dict[str, dict[str, Any]] = {
         "upload_push_chunk": {"start_row_ordinal": 0, "rows": []},
         "create_push_session": {"source_bundle_id": 1, "planned_row_count": 1},
