@@ -5,10 +5,13 @@ Three lines, each beside a raw-PostgreSQL baseline over the same rows in the sam
 * **push commit** - a 10k-row push of ``business.users`` rows (create + chunks + commit through
   :mod:`oversync_sa.server.push_sessions` / :mod:`~oversync_sa.server.push_commit`), vs. COPY of
   the same rows into a plain table of the same columns (``copy_records_to_table``). Target 1/6.
-* **pull** - 100k rows in 100 bundles paged through :func:`oversync_sa.server.pull.pull`, vs.
-  one raw ``SELECT`` of the same ``bundle_rows`` (payload JSON text) through asyncpg. Target 1/2.
-* **snapshot** - create a 100k-row snapshot session and read every chunk, vs. a raw ``SELECT``
-  of the same business rows as payload JSON. Target 1/2.
+* **pull** - 100k rows in 100 bundles paged through
+  :func:`oversync_sa.server.pull.pull_encoded` (the page as wire JSON, what ``GET /sync/pull``
+  sends), vs. one raw ``SELECT`` of the same ``bundle_rows`` (payload JSON text) through
+  asyncpg. Target 1/2.
+* **snapshot** - create a 100k-row snapshot session and read every chunk (as wire JSON, what
+  the HTTP route sends), vs. a raw ``SELECT`` of the same business rows as payload JSON.
+  Target 1/2.
 
 The schema is the Go example's (``examples/business_models.py`` via ``server_projection``).
 The push line is broken down by stage; library functions are wrapped with timers for that
@@ -45,11 +48,11 @@ from oversync_sa.server import (
     writes as writes_mod,
 )
 from oversync_sa.server.connect import connect
-from oversync_sa.server.pull import pull
+from oversync_sa.server.pull import pull_encoded
 from oversync_sa.server.push_commit import commit_push_session
 from oversync_sa.server.push_sessions import create_push_session, upload_push_chunk
 from oversync_sa.server.read_support import driver_connection
-from oversync_sa.server.snapshot import create_snapshot_session, get_snapshot_chunk
+from oversync_sa.server.snapshot import create_snapshot_session, get_snapshot_chunk_encoded
 from oversync_sa.server.writes import BundleWriter, ScopeManager
 from oversync_sa.wire.models import (
     ConnectRequest,
@@ -332,12 +335,11 @@ async def _make_bundles(service: SyncService, user: str, rows: int, bundles: int
 async def _pull_all(service: SyncService, actor: _Actor, page_bundles: int) -> int:
     after, target, total = 0, 0, 0
     while True:
-        page = await pull(service, actor, after_bundle_seq=after, max_bundles=page_bundles,
-                          target_bundle_seq=target)
+        page = await pull_encoded(service, actor, after_bundle_seq=after,
+                                  max_bundles=page_bundles, target_bundle_seq=target)
         target = page.stable_bundle_seq
-        for bundle in page.bundles:
-            total += len(bundle.rows)
-            after = bundle.bundle_seq
+        total += page.row_count
+        after = page.last_bundle_seq or after
         if not page.has_more:
             return total
 
@@ -368,10 +370,10 @@ async def _bench_reads(ctx: BenchContext, service: SyncService) -> list[Measurem
     page = max(1, min(PULL_PAGE_BUNDLES, bundles // 10 or 1))
 
     pull_clock = StageClock()
-    with _wrapped(pull_clock, [(pull_mod, "_assemble", "assemble wire rows (Python)")]):
+    assemble = "wrap the SQL-rendered page (Python)"
+    with _wrapped(pull_clock, [(pull_mod, "build_encoded_page", assemble)]):
         pulled, pull_sample = await measure(ctx, lambda: _pull_all(service, actor, page))
-    pull_clock.add("rest (queries, transactions)",
-                   pull_sample.seconds - pull_clock.get("assemble wire rows (Python)"))
+    pull_clock.add("rest (queries, transactions)", pull_sample.seconds - pull_clock.get(assemble))
     assert pulled == rows, (pulled, rows)
     raw_rows, raw_pull = await measure(
         ctx, lambda: _raw_fetch(service.engine, _RAW_PULL_SQL, actor.user_id)
@@ -386,11 +388,11 @@ async def _bench_reads(ctx: BenchContext, service: SyncService) -> list[Measurem
         after, total = 0, 0
         while True:
             with clock("read chunks"):
-                chunk = await get_snapshot_chunk(
+                chunk = await get_snapshot_chunk_encoded(
                     service, actor, session.snapshot_id, after_row_ordinal=after,
                     max_rows=SNAPSHOT_CHUNK_ROWS,
                 )
-            total += len(chunk.rows)
+            total += chunk.next_row_ordinal - after
             after = chunk.next_row_ordinal
             if not chunk.has_more:
                 return total

@@ -6,18 +6,42 @@ entirely visible or not at all. The client freezes the ceiling across pages: the
 answers ``stable_bundle_seq`` (the head), later pages send it back as ``target_bundle_seq`` and
 never see bundles above it.
 
-Bundles and their rows are read with a single query per page; the stored canonical payload text
-goes to the response as :class:`msgspec.Raw` without being parsed.
+A page is read with a single query, in one of two shapes: :func:`pull` builds the wire Structs
+(the stored canonical payload text goes in as :class:`msgspec.Raw` without being parsed), and
+:func:`pull_encoded` lets PostgreSQL render the page's JSON (:mod:`.pull_encoded`), which the
+HTTP layer sends as is; both give the same bytes on the wire.
+
+Stage timings (§7.5, operation ``"pull"``) map Go's stages onto this structure:
+``total`` (the whole call), ``transaction`` (the read transaction), ``retained_floor_check``
+and ``resolve_stable_bundle_seq`` (in-memory checks on the scope row read first),
+``list_bundle_seqs`` (the page query: it lists the page's bundle_seqs *and* reads their rows in
+one statement, so the database's loading time is in this stage; count = bundles listed, with
+the look-ahead one) and ``load_bundles`` (building the response from that result, after the
+transaction; count = bundles returned). ``total`` and ``transaction`` count the bundles
+returned too (Go reports ``max_bundles`` there), the two checks count 1. A caught-up pull
+(nothing after the checkpoint) runs no page query and records neither of the last two, as in
+Go. The read is never retried, so ``attempt`` is always 1.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from sqlalchemy import text
 
-from oversync_sa.errors import HistoryPrunedError, InvalidRequestError, PullFailedError
+from oversync_sa.errors import (
+    HistoryPrunedError,
+    InvalidRequestError,
+    PullFailedError,
+    ServiceUnavailableError,
+)
+from oversync_sa.server.pull_encoded import (
+    ENCODED_PAGE_SQL,
+    EncodedPullPage,
+    build_encoded_page,
+    encoded_page_params,
+)
 from oversync_sa.server.read_support import (
     ActorLike,
     bundle_row,
@@ -29,12 +53,21 @@ from oversync_sa.server.read_support import (
 )
 from oversync_sa.server.runtime_info import SyncRuntime
 from oversync_sa.server.scope import read_scope, require_initialized
+from oversync_sa.server.stages import StageClock, stage_clock
 from oversync_sa.wire.models import Bundle, BundleRow, PullResponse
 
 if TYPE_CHECKING:
     from oversync_sa.server.service import SyncService
 
-__all__ = ["DEFAULT_MAX_BUNDLES", "MAX_BUNDLES_PER_PULL", "pull", "resolve_stable_bundle_seq"]
+__all__ = [
+    "DEFAULT_MAX_BUNDLES",
+    "MAX_BUNDLES_PER_PULL",
+    "EncodedPullPage",
+    "check_retained_floor",
+    "pull",
+    "pull_encoded",
+    "resolve_stable_bundle_seq",
+]
 
 _log = logging.getLogger("oversync_sa.server.pull")
 
@@ -44,24 +77,51 @@ DEFAULT_MAX_BUNDLES: Final = 1000
 MAX_BUNDLES_PER_PULL: Final = 5000
 
 _COUNT_PRUNED_SQL: Final = text("SELECT nextval('sync.history_pruned_error_seq')")
+# Rejections because the service is shutting down are not stage errors (§7.5).
+_NOT_ERRORS: Final = (ServiceUnavailableError,)
 
 # One page = up to $4 whole bundles with all their rows. ``picked`` looks one bundle further
-# only to answer has_more; that extra bundle's rows are never read.
-_PAGE_SQL: Final = (
+# only to answer has_more; that extra bundle's rows are never read. The LEFT JOIN keeps a
+# bundle whose rows are missing visible, so the row-count check fails it instead of skipping it.
+_STRUCT_PAGE_SQL: Final = (
     "WITH picked AS ("
     " SELECT bundle_seq FROM sync.bundle_log"
     " WHERE user_pk = $1 AND bundle_seq > $2 AND bundle_seq <= $3"
     " ORDER BY bundle_seq LIMIT $4 + 1),"
     " page AS (SELECT bundle_seq FROM picked ORDER BY bundle_seq LIMIT $4)"
     " SELECT b.bundle_seq, b.source_id, b.source_bundle_id, b.row_count,"
-    " encode(b.bundle_hash, 'hex'), (SELECT count(*) > $4 FROM picked),"
+    " encode(b.bundle_hash, 'hex'), (SELECT count(*) FROM picked),"
     " r.table_id, " + key_text_sql("r.table_id", "r.key_bytes", "$5") + ","
     " r.op_code, r.payload_wire::text"
     " FROM page p"
     " JOIN sync.bundle_log b ON b.user_pk = $1 AND b.bundle_seq = p.bundle_seq"
-    " JOIN sync.bundle_rows r ON r.user_pk = $1 AND r.bundle_seq = p.bundle_seq"
-    " ORDER BY r.bundle_seq, r.row_ordinal"
+    " LEFT JOIN sync.bundle_rows r ON r.user_pk = $1 AND r.bundle_seq = p.bundle_seq"
+    " ORDER BY b.bundle_seq, r.row_ordinal"
 )
+
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+def check_retained_floor(floor: int, after: int, target: int) -> None:
+    """§6.2: a positive ``after`` or ``target`` at or below the floor is pruned history."""
+    if after > 0 and after <= floor:
+        raise HistoryPrunedError(
+            f"after_bundle_seq {after} is at or below the retained floor {floor}"
+        )
+    if target > 0 and target <= floor:
+        raise HistoryPrunedError(
+            f"target_bundle_seq {target} is at or below the retained floor {floor}"
+        )
+
+
+def _stable_ceiling(head: int, floor: int, target: int) -> int:
+    stable = target if target > 0 else head
+    if stable > 0 and stable <= floor:
+        raise HistoryPrunedError(
+            f"stable bundle_seq {stable} is at or below the retained floor {floor}"
+        )
+    return stable
 
 
 def resolve_stable_bundle_seq(head: int, floor: int, after: int, target: int) -> int:
@@ -72,20 +132,70 @@ def resolve_stable_bundle_seq(head: int, floor: int, after: int, target: int) ->
     the floor check (it silently starts above the floor), but an effective ceiling at or below
     the floor does.
     """
-    if after > 0 and after <= floor:
-        raise HistoryPrunedError(
-            f"after_bundle_seq {after} is at or below the retained floor {floor}"
+    check_retained_floor(floor, after, target)
+    return _stable_ceiling(head, floor, target)
+
+
+class _PageShape(Protocol[R_co]):
+    """How one page is queried and turned into a response."""
+
+    def query(self, runtime: SyncRuntime) -> tuple[str, tuple[Any, ...]]:
+        """The page SQL (``$1..$4`` fixed) and its further parameters."""
+        ...
+
+    def listed(self, records: list[Any]) -> int:
+        """How many bundles the page query listed, look-ahead included."""
+        ...
+
+    def empty(self, stable: int) -> R_co: ...
+
+    def build(
+        self, stable: int, records: list[Any], runtime: SyncRuntime
+    ) -> tuple[R_co, int]:
+        """The response and how many bundles it holds."""
+        ...
+
+
+class _Structs:
+    def query(self, runtime: SyncRuntime) -> tuple[str, tuple[Any, ...]]:
+        return _STRUCT_PAGE_SQL, (uuid_table_ids(runtime.tables),)
+
+    def listed(self, records: list[Any]) -> int:
+        return int(records[0][5]) if records else 0
+
+    def empty(self, stable: int) -> PullResponse:
+        return PullResponse(stable_bundle_seq=stable, bundles=[], has_more=False)
+
+    def build(
+        self, stable: int, records: list[Any], runtime: SyncRuntime
+    ) -> tuple[PullResponse, int]:
+        bundles = _assemble(records, runtime)
+        has_more = self.listed(records) > len(bundles)
+        return PullResponse(stable_bundle_seq=stable, bundles=bundles, has_more=has_more), len(
+            bundles
         )
-    if target > 0 and target <= floor:
-        raise HistoryPrunedError(
-            f"target_bundle_seq {target} is at or below the retained floor {floor}"
-        )
-    stable = target if target > 0 else head
-    if stable > 0 and stable <= floor:
-        raise HistoryPrunedError(
-            f"stable bundle_seq {stable} is at or below the retained floor {floor}"
-        )
-    return stable
+
+
+class _Encoded:
+    # The page query aggregates the whole page into one row.
+    def query(self, runtime: SyncRuntime) -> tuple[str, tuple[Any, ...]]:
+        return ENCODED_PAGE_SQL, encoded_page_params(runtime)
+
+    def listed(self, records: list[Any]) -> int:
+        return int(records[0][0]) if records else 0
+
+    def empty(self, stable: int) -> EncodedPullPage:
+        return build_encoded_page(stable, None)
+
+    def build(
+        self, stable: int, records: list[Any], runtime: SyncRuntime
+    ) -> tuple[EncodedPullPage, int]:
+        page = build_encoded_page(stable, records[0] if records else None)
+        return page, page.bundle_count
+
+
+_STRUCTS: Final = _Structs()
+_ENCODED: Final = _Encoded()
 
 
 async def pull(
@@ -103,54 +213,102 @@ async def pull(
     :class:`ScopeInitializingError` unless the scope is initialized, and
     :class:`HistoryPrunedError` for checkpoints at or below the retained floor (each of those
     also bumps ``sync.history_pruned_error_seq``). Negative cursors raise
-    :class:`InvalidRequestError`.
+    :class:`InvalidRequestError`; a bundle whose stored rows do not match its ``row_count``
+    raises :class:`PullFailedError`.
     """
-    require_actor(actor, need_source=False)
-    if after_bundle_seq < 0:
-        raise InvalidRequestError("after_bundle_seq must be >= 0")
-    if target_bundle_seq < 0:
-        raise InvalidRequestError("target_bundle_seq must be >= 0")
-    if max_bundles <= 0:
-        max_bundles = DEFAULT_MAX_BUNDLES
-    max_bundles = min(max_bundles, MAX_BUNDLES_PER_PULL)
+    return await _pull(
+        service, actor, after_bundle_seq, max_bundles, target_bundle_seq, _STRUCTS
+    )
 
-    async with service.operation():
-        try:
-            return await _pull_page(
-                service, actor.user_id, after_bundle_seq, max_bundles, target_bundle_seq
-            )
-        except HistoryPrunedError:
-            await _count_history_pruned(service)
-            raise
+
+async def pull_encoded(
+    service: SyncService,
+    actor: ActorLike,
+    *,
+    after_bundle_seq: int = 0,
+    max_bundles: int = DEFAULT_MAX_BUNDLES,
+    target_bundle_seq: int = 0,
+) -> EncodedPullPage:
+    """:func:`pull` with the page rendered to wire JSON by PostgreSQL (same rules, same errors).
+
+    Encoding ``result.wire`` gives byte for byte what encoding :func:`pull`'s
+    :class:`PullResponse` gives; rows are never built as Python objects.
+    """
+    return await _pull(
+        service, actor, after_bundle_seq, max_bundles, target_bundle_seq, _ENCODED
+    )
+
+
+async def _pull(
+    service: SyncService,
+    actor: ActorLike,
+    after: int,
+    max_bundles: int,
+    target: int,
+    shape: _PageShape[R],
+) -> R:
+    config = service.config
+    clock = stage_clock("pull", config.stage_metrics, config.log_stage_timings)
+    with clock.stage("total", expected=_NOT_ERRORS) as total:
+        require_actor(actor, need_source=False)
+        if after < 0:
+            raise InvalidRequestError("after_bundle_seq must be >= 0")
+        if target < 0:
+            raise InvalidRequestError("target_bundle_seq must be >= 0")
+        if max_bundles <= 0:
+            max_bundles = DEFAULT_MAX_BUNDLES
+        max_bundles = min(max_bundles, MAX_BUNDLES_PER_PULL)
+
+        async with service.operation():
+            try:
+                response, bundles = await _pull_page(
+                    service, clock, actor.user_id, after, max_bundles, target, shape
+                )
+            except HistoryPrunedError:
+                await _count_history_pruned(service)
+                raise
+        total.value = bundles
+        return response
 
 
 async def _pull_page(
-    service: SyncService, user_id: str, after: int, max_bundles: int, target: int
-) -> PullResponse:
+    service: SyncService,
+    clock: StageClock,
+    user_id: str,
+    after: int,
+    max_bundles: int,
+    target: int,
+    shape: _PageShape[R],
+) -> tuple[R, int]:
     runtime = service.runtime
-    async with read_transaction(service.engine, read_only=True) as conn:
-        scope = require_initialized(await read_scope(conn, user_id), user_id)
-        stable = resolve_stable_bundle_seq(
-            scope.head_bundle_seq, scope.retained_bundle_floor, after, target
-        )
-        if after >= stable:
-            return PullResponse(stable_bundle_seq=stable, bundles=[], has_more=False)
-        raw = await driver_connection(conn)
-        records = await raw.fetch(
-            _PAGE_SQL,
-            scope.user_pk,
-            max(after, scope.retained_bundle_floor),
-            stable,
-            max_bundles,
-            uuid_table_ids(runtime.tables),
-        )
-    bundles = _assemble(records, runtime)
-    has_more = bool(records[0][5]) if records else False
+    with clock.stage("transaction", expected=_NOT_ERRORS) as transaction:
+        async with read_transaction(service.engine, read_only=True) as conn:
+            scope = require_initialized(await read_scope(conn, user_id), user_id)
+            floor = scope.retained_bundle_floor
+            with clock.stage("retained_floor_check") as stage:
+                stage.value = 1
+                check_retained_floor(floor, after, target)
+            with clock.stage("resolve_stable_bundle_seq") as stage:
+                stage.value = 1
+                stable = _stable_ceiling(scope.head_bundle_seq, floor, target)
+            if after >= stable:
+                return shape.empty(stable), 0
+            sql, params = shape.query(runtime)
+            with clock.stage("list_bundle_seqs", expected=_NOT_ERRORS) as listing:
+                raw = await driver_connection(conn)
+                records = await raw.fetch(
+                    sql, scope.user_pk, max(after, floor), stable, max_bundles, *params
+                )
+                listing.value = listed = shape.listed(records)
+        transaction.value = min(listed, max_bundles)
+    with clock.stage("load_bundles") as loading:
+        response, bundles = shape.build(stable, records, runtime)
+        loading.value = bundles
     _log.debug(
-        "pull user=%s after=%d stable=%d bundles=%d more=%s",
-        user_id, after, stable, len(bundles), has_more,
+        "pull user=%s after=%d stable=%d bundles=%d listed=%d",
+        user_id, after, stable, bundles, listed,
     )
-    return PullResponse(stable_bundle_seq=stable, bundles=bundles, has_more=has_more)
+    return response, bundles
 
 
 def _assemble(records: list[Any], runtime: SyncRuntime) -> list[Bundle]:
@@ -164,7 +322,10 @@ def _assemble(records: list[Any], runtime: SyncRuntime) -> list[Bundle]:
             if current is not None:
                 bundles.append(_bundle(current, rows))
             current, rows = record, []
-        rows.append(bundle_row(by_id[record[6]], record[7], record[8], record[0], record[9]))
+        if record[6] is not None:  # None: the bundle has no stored rows at all
+            rows.append(
+                bundle_row(by_id[record[6]], record[7], record[8], record[0], record[9])
+            )
     if current is not None:
         bundles.append(_bundle(current, rows))
     return bundles

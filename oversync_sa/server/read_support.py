@@ -9,7 +9,8 @@
 * :func:`driver_connection` — the asyncpg connection under it, for page queries that return many
   rows: asyncpg records skip SQLAlchemy's result machinery, which is most of the per-row cost.
 * :func:`key_text_sql` — the wire key text computed in SQL, so rows never need a Python-side
-  ``uuid.UUID`` round trip.
+  ``uuid.UUID`` round trip; :func:`key_json_sql` the same as a JSON string for SQL-rendered
+  responses.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "ActorLike",
     "bundle_row",
     "driver_connection",
+    "key_json_sql",
     "key_text_sql",
     "locked_repeatable_read",
     "read_transaction",
@@ -122,6 +124,20 @@ def key_text_sql(table_id: str, key_bytes: str, uuid_ids_param: str) -> str:
         f"CASE WHEN {table_id} = ANY({uuid_ids_param}::int[]) "
         f"THEN CAST(encode({key_bytes}, 'hex') AS uuid)::text "
         f"ELSE convert_from({key_bytes}, 'UTF8') END"
+    )
+
+
+def key_json_sql(table_id: str, key_bytes: str, uuid_ids_param: str) -> str:
+    """SQL expression of the wire key text as a JSON string literal, quotes included.
+
+    The same text as :func:`key_text_sql`; PostgreSQL's ``to_json(text)`` escapes exactly as
+    msgspec does (``"``, ``\\``, control characters; nothing else), and a uuid needs no
+    escaping. Used by the read paths that render response JSON in SQL.
+    """
+    return (
+        f"CASE WHEN {table_id} = ANY({uuid_ids_param}::int[]) "
+        f"THEN '\"' || CAST(encode({key_bytes}, 'hex') AS uuid)::text || '\"' "
+        f"ELSE to_json(convert_from({key_bytes}, 'UTF8'))::text END"
     )
 
 

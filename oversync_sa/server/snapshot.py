@@ -7,6 +7,10 @@ chunk reads are plain indexed range scans that never modify the session (no expi
 
 Expiry uses the database clock (``now()``), like the scope leases, so several server processes
 agree on it. Ownership is per user: another user's session answers 403, never its content.
+
+Chunks are served in two shapes with identical wire bytes: :func:`get_snapshot_chunk` builds
+the wire Structs, :func:`get_snapshot_chunk_encoded` lets PostgreSQL render the chunk's JSON
+(:mod:`.snapshot_encoded`), which the HTTP route sends.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 from msgspec import Raw
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from oversync_sa.errors import (
     SnapshotChunkInvalidError,
@@ -36,6 +40,13 @@ from oversync_sa.server.read_support import (
     uuid_table_ids,
 )
 from oversync_sa.server.scope import read_scope, require_initialized
+from oversync_sa.server.snapshot_encoded import (
+    ENCODED_CHUNK_SQL,
+    SnapshotChunkWire,
+    build_encoded_chunk,
+    encoded_chunk_params,
+    ordinal_bound,
+)
 from oversync_sa.server.snapshot_materialize import (
     count_live_row_state,
     materialize_snapshot_rows,
@@ -60,6 +71,7 @@ __all__ = [
     "create_snapshot_session",
     "delete_snapshot_session",
     "get_snapshot_chunk",
+    "get_snapshot_chunk_encoded",
 ]
 
 _log = logging.getLogger("oversync_sa.server.snapshot")
@@ -86,11 +98,16 @@ _SESSION_FOR_DELETE_SQL: Final = text(
     "WHERE ss.snapshot_id = :snapshot_id FOR UPDATE OF ss"
 )
 _DELETE_SQL: Final = text("DELETE FROM sync.snapshot_sessions WHERE snapshot_id = :snapshot_id")
+# Ordinals are 1..N without gaps (materialisation numbers them), so the chunk plus its has_more
+# row is also the closed range after+1 .. $5 (= after+limit+1, capped). Saying so lets the
+# planner read just that range even when the session's rows are too fresh for statistics (it
+# otherwise guessed a few hundred rows per session and sorted everything after ``after``).
 _CHUNK_SQL: Final = (
     "SELECT table_id, "
     + key_text_sql("table_id", "key_bytes", "$4")
     + ", bundle_seq, payload_wire::text FROM sync.snapshot_session_rows "
-    "WHERE snapshot_id = $1 AND row_ordinal > $2 ORDER BY row_ordinal LIMIT $3"
+    "WHERE snapshot_id = $1 AND row_ordinal > $2 AND row_ordinal <= $5"
+    " ORDER BY row_ordinal LIMIT $3"
 )
 
 
@@ -172,6 +189,13 @@ async def create_snapshot_session(
     _log.info(
         "snapshot %s for user %s at bundle %d: %d rows, %d bytes",
         snapshot_id, actor.user_id, scope.head_bundle_seq, totals.row_count, totals.byte_count,
+        extra={
+            "user": actor.user_id,
+            "source_id": actor.source_id,
+            "snapshot_id": str(snapshot_id),
+            "bundle_seq": scope.head_bundle_seq,
+            "rows": totals.row_count,
+        },
     )
     return SnapshotSession(
         snapshot_id=str(snapshot_id),
@@ -224,33 +248,20 @@ async def get_snapshot_chunk(
     :class:`SnapshotSessionNotFoundError`, :class:`SnapshotSessionForbiddenError` (another
     user's session) or :class:`SnapshotSessionExpiredError`; in that order of checks.
     """
-    require_actor(actor, need_source=False)
-    config = service.config
-    after = 0 if after_row_ordinal is None else after_row_ordinal
-    if after < 0:
-        raise SnapshotChunkInvalidError("after_row_ordinal must be >= 0")
-    if max_rows is None:
-        max_rows = config.default_rows_per_snapshot_chunk
-    if max_rows <= 0:
-        raise SnapshotChunkInvalidError("max_rows must be > 0")
-    session_id = _session_uuid(snapshot_id)
-    limit = min(max_rows, config.max_rows_per_snapshot_chunk)
+    after, limit, session_id = _chunk_window(
+        service, actor, snapshot_id, after_row_ordinal, max_rows
+    )
     runtime = service.runtime
-
     async with service.operation(), read_transaction(service.engine, read_only=True) as conn:
-        session = (
-            await conn.execute(_SESSION_SQL, {"snapshot_id": session_id})
-        ).one_or_none()
-        if session is None:
-            raise SnapshotSessionNotFoundError(f"snapshot session {snapshot_id} was not found")
-        _check_owner(snapshot_id, session.user_id, actor)
-        if session.expired:
-            raise SnapshotSessionExpiredError(
-                f"snapshot session {snapshot_id} has expired; start a new snapshot session"
-            )
+        bundle_seq = await _open_session(conn, snapshot_id, session_id, actor)
         raw = await driver_connection(conn)
         records = await raw.fetch(
-            _CHUNK_SQL, session_id, after, limit + 1, uuid_table_ids(runtime.tables)
+            _CHUNK_SQL,
+            session_id,
+            after,
+            limit + 1,
+            uuid_table_ids(runtime.tables),
+            ordinal_bound(after, limit + 1),
         )
 
     by_id = runtime.by_id
@@ -268,11 +279,74 @@ async def get_snapshot_chunk(
         )
     return SnapshotChunkResponse(
         snapshot_id=snapshot_id,
-        snapshot_bundle_seq=int(session.snapshot_bundle_seq),
+        snapshot_bundle_seq=bundle_seq,
         rows=rows,
         next_row_ordinal=after + len(rows),
         has_more=len(records) > limit,
     )
+
+
+async def get_snapshot_chunk_encoded(
+    service: SyncService,
+    actor: ActorLike,
+    snapshot_id: str,
+    *,
+    after_row_ordinal: int | None = None,
+    max_rows: int | None = None,
+) -> SnapshotChunkWire:
+    """:func:`get_snapshot_chunk` rendered to wire JSON in SQL: same checks, same bytes.
+
+    Rows never become Python objects; the HTTP route sends this. ``next_row_ordinal - after``
+    is the number of rows in the chunk.
+    """
+    after, limit, session_id = _chunk_window(
+        service, actor, snapshot_id, after_row_ordinal, max_rows
+    )
+    runtime = service.runtime
+    async with service.operation(), read_transaction(service.engine, read_only=True) as conn:
+        bundle_seq = await _open_session(conn, snapshot_id, session_id, actor)
+        raw = await driver_connection(conn)
+        record = await raw.fetchrow(
+            ENCODED_CHUNK_SQL, session_id, after, *encoded_chunk_params(runtime, after, limit)
+        )
+    chunk, _ = build_encoded_chunk(snapshot_id, bundle_seq, after, record)
+    return chunk
+
+
+def _chunk_window(
+    service: SyncService,
+    actor: ActorLike,
+    snapshot_id: str,
+    after_row_ordinal: int | None,
+    max_rows: int | None,
+) -> tuple[int, int, uuid.UUID]:
+    """The validated ``after``, the clamped row limit and the session id of a chunk request."""
+    require_actor(actor, need_source=False)
+    config = service.config
+    after = 0 if after_row_ordinal is None else after_row_ordinal
+    if after < 0:
+        raise SnapshotChunkInvalidError("after_row_ordinal must be >= 0")
+    if max_rows is None:
+        max_rows = config.default_rows_per_snapshot_chunk
+    if max_rows <= 0:
+        raise SnapshotChunkInvalidError("max_rows must be > 0")
+    session_id = _session_uuid(snapshot_id)
+    return after, min(max_rows, config.max_rows_per_snapshot_chunk), session_id
+
+
+async def _open_session(
+    conn: AsyncConnection, snapshot_id: str, session_id: uuid.UUID, actor: ActorLike
+) -> int:
+    """The session's ``snapshot_bundle_seq`` once it exists, is the actor's and is unexpired."""
+    session = (await conn.execute(_SESSION_SQL, {"snapshot_id": session_id})).one_or_none()
+    if session is None:
+        raise SnapshotSessionNotFoundError(f"snapshot session {snapshot_id} was not found")
+    _check_owner(snapshot_id, session.user_id, actor)
+    if session.expired:
+        raise SnapshotSessionExpiredError(
+            f"snapshot session {snapshot_id} has expired; start a new snapshot session"
+        )
+    return int(session.snapshot_bundle_seq)
 
 
 async def delete_snapshot_session(

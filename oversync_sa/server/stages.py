@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -75,18 +75,21 @@ class StageClock:
             except Exception:  # metrics must never fail a request
                 _log.exception("stage recorder raised for %s.%s", timing.operation, timing.stage)
 
-    @contextmanager
     def stage(
         self, name: str, *, expected: tuple[type[BaseException], ...] = ()
-    ) -> Iterator[_Count]:
+    ) -> AbstractContextManager[_Count]:
         """Time the ``with`` body as stage ``name``; set ``.value`` on the yielded counter.
 
         Exceptions of the ``expected`` types (e.g. service shutdown) are not flagged as errors.
+        A disabled clock hands out one shared do-nothing context: no timer, no allocation.
         """
-        counter = _Count()
         if not self.enabled:
-            yield counter
-            return
+            return _UNTIMED
+        return self._timed(name, expected)
+
+    @contextmanager
+    def _timed(self, name: str, expected: tuple[type[BaseException], ...]) -> Iterator[_Count]:
+        counter = _Count()
         started = time.perf_counter()
         try:
             yield counter
@@ -102,6 +105,24 @@ class _Count:
 
     def __init__(self) -> None:
         self.value = 0
+
+
+class _Untimed(AbstractContextManager[_Count]):
+    """The stage context of a disabled clock; its counter absorbs writes nobody reads."""
+
+    __slots__ = ("_counter",)
+
+    def __init__(self) -> None:
+        self._counter = _Count()
+
+    def __enter__(self) -> _Count:
+        return self._counter
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_UNTIMED: Final = _Untimed()
 
 
 def stage_clock(operation: str, recorder: StageRecorder | None, log_enabled: bool) -> StageClock:
