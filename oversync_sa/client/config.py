@@ -199,6 +199,11 @@ class ClientConfig:
     retry_policy: RetryPolicy | None = None
     bundle_change_watch_mode: BundleChangeWatchMode = BundleChangeWatchMode.OFF
     watch_fallback_interval: float = 0.0
+    #: KiB persisted as the database file's default page cache (``PRAGMA default_cache_size``),
+    #: which the application's own connections start from: capture triggers spill to a
+    #: temporary file per row once a write transaction outgrows SQLite's 2 MiB default. Raised,
+    #: never lowered; ``0`` leaves the file's setting alone.
+    default_cache_kib: int = 64 * 1024
     _table_index: dict[str, SyncTable] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -223,6 +228,9 @@ class ClientConfig:
             ("snapshot_chunk_rows", DEFAULT_SNAPSHOT_CHUNK_ROWS),
         ):
             object.__setattr__(self, name, _positive_or(name, getattr(self, name), default))
+
+        if _require_int("default_cache_kib", self.default_cache_kib) < 0:
+            raise ConfigFieldError("default_cache_kib", "must be >= 0 (0 = leave it alone)")
 
         backoff_min = _require_seconds("backoff_min", self.backoff_min)
         backoff_max = _require_seconds("backoff_max", self.backoff_max)

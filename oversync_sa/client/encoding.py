@@ -52,6 +52,7 @@ __all__ = [
     "quote_identifier",
     "serialize_row",
     "sql_literal",
+    "text_affinity",
     "upsert_row",
     "upsert_sql",
     "wire_key",
@@ -84,8 +85,22 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _column_value_sql(ref: str, column: str, is_blob: bool) -> str:
+def text_affinity(declared_type: str) -> bool:
+    """Whether SQLite gives a column of ``declared_type`` TEXT affinity (its type rules 1-2).
+
+    Such a column stores every number as text, so its values are never ``real`` - not even
+    ``NEW.<column>`` in an AFTER trigger, which sees the values after affinity was applied.
+    """
+    upper = declared_type.upper()
+    return "INT" not in upper and any(word in upper for word in ("CHAR", "CLOB", "TEXT"))
+
+
+def _column_value_sql(ref: str, column: str, is_blob: bool, text: bool = False) -> str:
     value = f"{ref}.{quote_identifier(column)}"
+    if text and not is_blob:
+        # Never real (see text_affinity): the REAL rendering below would be dead weight in
+        # every captured write.
+        return value
     if not is_blob:
         # json_object renders REAL with 15 significant digits, so a double that needs 16-17
         # would be pushed rounded while the writer keeps the exact value (a Go defect,
@@ -103,14 +118,17 @@ def key_json_sql(info: TableInfo, ref: str) -> str:
 
     BLOB keys become lowercase hex, text keys stay as they are.
     """
-    value = _column_value_sql(ref, info.key_column, info.blob_key)
+    key = next((c for c in info.columns if c.json_name == info.key_json_name), None)
+    text = key is not None and text_affinity(key.declared_type)
+    value = _column_value_sql(ref, info.key_column, info.blob_key, text)
     return f"json_object({sql_literal(info.key_json_name)}, {value})"
 
 
 def payload_json_sql(info: TableInfo, ref: str) -> str:
     """SQL expression for the local payload of the row ``ref``: every column, BLOBs as hex."""
     members = ", ".join(
-        f"{sql_literal(c.json_name)}, {_column_value_sql(ref, c.name, c.is_blob)}"
+        f"{sql_literal(c.json_name)},"
+        f" {_column_value_sql(ref, c.name, c.is_blob, text_affinity(c.declared_type))}"
         for c in info.columns
     )
     return f"json_object({members})"
@@ -417,7 +435,9 @@ class _PayloadPlan:
         )
 
     def values(self, payload: WirePayload, key: str | None) -> tuple[SqlValue, ...]:
-        if isinstance(payload, Mapping):
+        # Exact type first: pulled payloads are always Raw, and the ABC check of Mapping costs
+        # about as much as decoding a small payload.
+        if type(payload) is not msgspec.Raw and isinstance(payload, Mapping):
             return _slow_payload_values(self.info, payload, key)
         try:
             decoded = self.decode(payload)
@@ -498,15 +518,16 @@ def _slow_payload_values(
 # --------------------------------------------------------------------------- statements
 
 
-def upsert_sql(info: TableInfo) -> str:
+def upsert_sql(info: TableInfo, rows: int = 1) -> str:
     """``INSERT ... ON CONFLICT(key) DO UPDATE`` over all columns, in column order.
 
     Never ``INSERT OR REPLACE``: a replace deletes the old row first, which would cascade to
-    children with ``ON DELETE CASCADE``.
+    children with ``ON DELETE CASCADE``. ``rows`` > 1 writes that many rows per statement
+    (``VALUES (...), (...)``, parameters row after row).
     """
     table = quote_identifier(info.name)
     columns = ", ".join(quote_identifier(c.name) for c in info.columns)
-    placeholders = ", ".join("?" for _ in info.columns)
+    values = ", ".join(["(" + ", ".join("?" for _ in info.columns) + ")"] * rows)
     key = quote_identifier(info.key_column)
     updates = ", ".join(
         f"{quote_identifier(c.name)} = excluded.{quote_identifier(c.name)}"
@@ -514,14 +535,15 @@ def upsert_sql(info: TableInfo) -> str:
         if c.name != info.key_column
     )
     action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-    return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) ON CONFLICT ({key}) {action}"
+    return f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT ({key}) {action}"
 
 
-def delete_sql(info: TableInfo) -> str:
-    """``DELETE`` of one row by its sync key (one ``?`` parameter, see :func:`local_pk_to_sql`)."""
-    return (
-        f"DELETE FROM {quote_identifier(info.name)} WHERE {quote_identifier(info.key_column)} = ?"
-    )
+def delete_sql(info: TableInfo, rows: int = 1) -> str:
+    """``DELETE`` of rows by their sync keys (one ``?`` per row, see :func:`local_pk_to_sql`)."""
+    target = f"DELETE FROM {quote_identifier(info.name)} WHERE {quote_identifier(info.key_column)}"
+    if rows == 1:
+        return f"{target} = ?"
+    return f"{target} IN ({', '.join('?' * rows)})"
 
 
 async def upsert_row(

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from oversync_sa.client.errors import DatabaseInitializationError
 
 __all__ = [
+    "DEFAULT_CACHE_KIB",
     "DIRTY_ORDINAL_INDEX",
     "METADATA_TABLES",
     "NEXT_DIRTY_ORDINAL_SQL",
@@ -183,6 +184,18 @@ _SEED: Final = (
     " ON CONFLICT (singleton_key) DO NOTHING",
 )
 
+#: The page cache, in KiB, that the database file asks every connection for by default.
+#: Capture triggers write four b-trees per application write; once a transaction's dirty pages
+#: outgrow SQLite's default 2 MiB cache, pages spill mid-statement, the statement journal of a
+#: trigger-firing write outgrows its in-memory buffer and from then on every captured row
+#: journals its pages to a temporary *file* (~10 extra syscalls per row: capture drops from
+#: ~50k to ~30k rows per CPU second, benchmarks/README.md). The application's own connections
+#: are out of the client's reach except through this persisted default
+#: (``PRAGMA default_cache_size``, a header field every connection without its own
+#: ``cache_size`` starts from). It is an upper bound, not an allocation; the client's
+#: connections use the same size (``runtime.CACHE_SIZE_PRAGMA``).
+DEFAULT_CACHE_KIB: Final = 64 * 1024
+
 _RESET_APPLY_MODE: Final = (
     "UPDATE _sync_apply_state SET apply_mode = 0 WHERE singleton_key = 1 AND apply_mode = 1"
 )
@@ -200,7 +213,9 @@ async def fetch_all(
     return [tuple(cast(Sequence[Any], row)) for row in result]
 
 
-async def initialize_database(conn: AsyncConnection) -> None:
+async def initialize_database(
+    conn: AsyncConnection, *, default_cache_kib: int = 0
+) -> None:
     """Create (idempotently) the metadata tables and commit; step 3 of client construction.
 
     Sets ``journal_mode=WAL`` and ``foreign_keys=ON``, creates every table of §2.1 plus
@@ -210,6 +225,9 @@ async def initialize_database(conn: AsyncConnection) -> None:
     ``conn`` must be a SQLite connection with no transaction in progress: SQLite refuses to change
     the journal mode inside a transaction and silently ignores ``foreign_keys`` there. Note that
     ``foreign_keys`` is per connection; other pooled connections must set it themselves.
+
+    ``default_cache_kib`` > 0 raises the file's persisted default page cache to that size
+    (:attr:`~oversync_sa.client.config.ClientConfig.default_cache_kib`; never lowers it).
     """
     if conn.dialect.name != "sqlite":
         raise DatabaseInitializationError(
@@ -227,6 +245,8 @@ async def initialize_database(conn: AsyncConnection) -> None:
         await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
         for statement in (*_DDL, *_SEED):
             await conn.exec_driver_sql(statement)
+        if default_cache_kib > 0:
+            await _raise_default_cache(conn, default_cache_kib)
         await conn.commit()
     except DBAPIError as exc:
         await conn.rollback()
@@ -239,6 +259,19 @@ async def initialize_database(conn: AsyncConnection) -> None:
         # Only a safety net: the apply transactions never commit apply_mode = 1.
         await conn.rollback()
         _log.warning("could not reset _sync_apply_state.apply_mode", exc_info=True)
+
+
+async def _raise_default_cache(conn: AsyncConnection, kib: int) -> None:
+    """Persist ``kib`` as the database's default cache; never lowers it.
+
+    The pragma counts pages. Builds without deprecated features ignore it (then the
+    query answers nothing and this is a no-op).
+    """
+    (page_size,) = (await fetch_all(conn, "PRAGMA page_size"))[0]
+    current = await fetch_all(conn, "PRAGMA default_cache_size")
+    wanted = kib * 1024 // int(page_size)
+    if current and abs(int(current[0][0])) < wanted:
+        await conn.exec_driver_sql(f"PRAGMA default_cache_size = {wanted}")
 
 
 async def record_managed_table(conn: AsyncConnection, schema: str, table: str) -> None:

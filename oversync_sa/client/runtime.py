@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,9 +28,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util import await_only
 
 from oversync_sa.client.config import ClientConfig
+from oversync_sa.client.counters import ClientCounters
+from oversync_sa.client.driver import worker_submitter
 from oversync_sa.client.errors import (
     ClientClosedError,
     DatabaseAlreadyOwnedError,
@@ -108,7 +113,17 @@ def prepare_engine(engine: AsyncEngine) -> AsyncEngine:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # Every client transaction starts here: one hop to aiosqlite's thread instead of the
+        # three (cursor, execute, close) of exec_driver_sql.
+        found = worker_submitter(connection.connection.driver_connection)
+        if found is None:
+            connection.exec_driver_sql("BEGIN")
+            return
+        submit, sqlite_connection = found
+        try:
+            await_only(submit(lambda: sqlite_connection.execute("BEGIN").close()))
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance("BEGIN", None, exc, sqlite3.Error) from exc
 
     setattr(sync_engine, _PREPARED_FLAG, True)
     return engine
@@ -186,6 +201,7 @@ class ClientRuntime:
 
     ``resolver`` decides push conflicts (``None`` = server wins) and ``push_stats`` accumulates
     push diagnostics; ``push_pending`` uses both unless its caller passes its own.
+    ``counters`` tallies successful pushes, pulls, rebuilds and resolved conflicts (in memory).
     """
 
     engine: AsyncEngine
@@ -203,6 +219,7 @@ class ClientRuntime:
     hooks: OneShotHooks = field(default_factory=OneShotHooks)
     resolver: ConflictResolver | None = None
     push_stats: PushTransferStats = field(default_factory=PushTransferStats)
+    counters: ClientCounters = field(default_factory=ClientCounters)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _current: str = ""
 
