@@ -28,6 +28,7 @@ from oversync_sa.server.notify import notify_bundle_change
 from oversync_sa.server.payload import wire_payload
 from oversync_sa.server.read_support import driver_connection, key_text_sql, uuid_table_ids
 from oversync_sa.server.runtime_info import RuntimeTable, SyncRuntime
+from oversync_sa.wire.canonical import float64_canonical
 from oversync_sa.wire.hashing import HashRow, bundle_hash
 from oversync_sa.wire.keys import Op
 from oversync_sa.wire.models import BundleRow
@@ -227,7 +228,10 @@ def _build_bundle(
             )
         )
         stored.append(payload.decode("utf-8"))
-        hashed.append(HashRow(table.schema, table.table, key_obj, op, bundle_seq, payload))
+        # A Go client hashes its float64 decoding of the payload, not the exact integers.
+        hashed.append(
+            HashRow(table.schema, table.table, key_obj, op, bundle_seq, float64_canonical(payload))
+        )
     digest, byte_count = bundle_hash(hashed)
     return wire, stored, digest, byte_count
 

@@ -87,16 +87,17 @@ def canonicalize_wire_payload(payload: bytes, column_types: Mapping[str, str]) -
             changed = True
     if not changed:
         return payload
-    return canonical_json(members)
+    return canonical_json(members, exact_integers=True)
 
 
 def wire_payload(payload_db: str | bytes, column_types: Mapping[str, str]) -> bytes:
-    """A captured ``jsonb`` payload as it is stored in ``bundle_rows`` and hashed.
+    """A captured ``jsonb`` payload as it is stored in ``bundle_rows`` and sent.
 
-    First Go-canonical (every number a float64, sorted keys), then wire-canonicalised, so bundle
-    payloads are always Go-canonical.
+    First Go-canonical (sorted keys, Go's number and string rendering), then wire-canonicalised.
+    Unlike Go, integers beyond 2^53 keep their exact digits (SERVER.md §11.3 is a defect); hash
+    it through :func:`~oversync_sa.wire.float64_canonical`, which is what a Go client hashes.
     """
-    canonical = canonicalize(payload_db)
+    canonical = canonicalize(payload_db, exact_integers=True)
     if "bytea" in column_types.values() or _may_name_scope_column(canonical):
         return canonicalize_wire_payload(canonical, column_types)
     return canonical

@@ -37,6 +37,7 @@ __all__ = [
 _IDENTIFIER: Final = re.compile(r"[a-z0-9_]+")
 _NEWLINES: Final = str.maketrans("", "", "\r\n")
 _NULL: Final = b"null"
+_NUL_ESCAPE: Final = b"\\u0000"
 
 _decode_members: Final = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _decode_any: Final = msgspec.json.Decoder().decode
@@ -110,21 +111,79 @@ def _resolve_key(row: PushRequestRow, table: RuntimeTable) -> tuple[str, bytes]:
         ) from None
 
 
+def _check_columns(
+    name: str,
+    members: Mapping[str, msgspec.Raw],
+    column_types: Mapping[str, str],
+    *,
+    may_hold_nul: bool,
+) -> None:
+    """Reject payload members the commit could never apply (beyond Go, see docs/interop.md).
+
+    Go stages these and fails the whole commit with a 500. Every check here is one that
+    PostgreSQL would make at commit anyway, so rejecting early changes no successful push.
+    ``column_types`` empty means the column set is unknown (no bootstrap facts): skip.
+    ``may_hold_nul`` is whether the payload text has a ``\\u0000`` escape at all (the common
+    case has none, and then no value needs decoding).
+    """
+    seen: dict[str, str] = {}
+    for member in sorted(members):
+        column = member.lower()
+        if column == SCOPE_COLUMN:
+            # The exact-case name is refused above with Go's message; other spellings would
+            # collide with the scope column the commit sets itself.
+            raise _invalid(
+                f"payload for {name} must not include hidden scope column {_go_quote(member)}"
+            )
+        if column in seen:
+            raise _invalid(
+                f"payload for {name} names column {_go_quote(column)} twice "
+                f"({_go_quote(seen[column])} and {_go_quote(member)}); send it once"
+            )
+        seen[column] = member
+        if column_types and column not in column_types:
+            raise _invalid(
+                f"payload for {name} contains unknown column {_go_quote(member)}: the server "
+                "table has no such column; drop it from the client schema or add it on the server"
+            )
+        if may_hold_nul and _holds_nul(_decode_any(members[member])):
+            raise _invalid(
+                f"payload value {name}.{column} contains a NUL character (\\u0000), "
+                "which PostgreSQL cannot store in text or jsonb"
+            )
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    return False
+
+
 def prepare_payload(
     raw: bytes, table: RuntimeTable, key: str, column_types: Mapping[str, str]
 ) -> tuple[bytes, tuple[str, ...]]:
     """Validate an INSERT/UPDATE payload and return ``(apply payload, column list)``.
 
     The payload is decoded the way Go decodes it (numbers become float64, duplicate members keep
-    the last value), the key column is added when absent, bytea values are turned from base64
-    into ``\\x`` hex, and the result is Go-canonical JSON.
+    the last value) except that integers beyond 2^53 stay exact (Go rounds them, a defect:
+    SERVER.md §11.3), the key column is added when absent, member names are lower-cased (the
+    columns they address), bytea values are turned from base64 into ``\\x`` hex, and the result
+    is Go-canonical JSON.
     """
     name = table.name
     try:
-        canonical = canonicalize(raw)
+        canonical = canonicalize(raw, exact_integers=True)
         members = _decode_members(canonical)
     except (CanonicalJSONError, msgspec.DecodeError, msgspec.ValidationError):
         raise _invalid(f"payload for {name} must be a JSON object") from None
+    except RecursionError:
+        # Deeper than the canonical encoder's stack (hundreds of levels): Go would stage it,
+        # here it is refused rather than failing the upload with a 500.
+        raise _invalid(f"payload for {name} is nested too deeply") from None
     if SCOPE_COLUMN in members:
         raise _invalid(
             f"payload for {name} must not include hidden scope column {_go_quote(SCOPE_COLUMN)}"
@@ -140,6 +199,9 @@ def prepare_payload(
     for member in sorted(members):
         if not _IDENTIFIER.fullmatch(member.lower()):
             raise _invalid(f"payload for {name} contains invalid column {_go_quote(member)}")
+    # The key may have been added above, so it is not in ``canonical``.
+    may_hold_nul = _NUL_ESCAPE in canonical or "\x00" in key
+    _check_columns(name, members, column_types, may_hold_nul=may_hold_nul)
     for member in sorted(members):
         value = members[member]
         if column_types.get(member.lower()) != "bytea" or bytes(value) == _NULL:
@@ -153,8 +215,13 @@ def prepare_payload(
             raise _invalid(f"payload binary field {name}.{member} must be valid base64") from None
         members[member] = msgspec.Raw(msgspec.json.encode("\\x" + data.hex()))
         changed = True
+    if any(member != member.lower() for member in members):
+        # PostgreSQL matches JSON keys to columns case-sensitively, so Go's "Name" silently
+        # writes NULL into name (SERVER.md §11.20); the columns are lower-case, so are the keys.
+        members = {member.lower(): value for member, value in members.items()}
+        changed = True
     if changed:
-        canonical = canonical_json(members)
+        canonical = canonical_json(members, exact_integers=True)
     return canonical, payload_columns(list(members))
 
 

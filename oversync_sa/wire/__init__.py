@@ -4,7 +4,13 @@ Needs only msgspec and the standard library, so a client can import it without S
 server extras.
 """
 
-from oversync_sa.wire.canonical import canonical_json, canonical_string, canonicalize, format_number
+from oversync_sa.wire.canonical import (
+    canonical_json,
+    canonical_string,
+    canonicalize,
+    float64_canonical,
+    format_number,
+)
 from oversync_sa.wire.errors import CanonicalJSONError, WireFormatError
 from oversync_sa.wire.hashing import HashRow, bundle_hash, bundle_hash_of_received_rows
 from oversync_sa.wire.keys import KeyKind, Op, is_canonical_uuid, key_bytes, key_text
@@ -91,6 +97,7 @@ __all__ = [
     "canonical_json",
     "canonical_string",
     "canonicalize",
+    "float64_canonical",
     "format_number",
     "format_timestamp",
     "is_canonical_uuid",

@@ -26,7 +26,13 @@ import msgspec
 
 from oversync_sa.wire.errors import CanonicalJSONError
 
-__all__ = ["canonical_json", "canonical_string", "canonicalize", "format_number"]
+__all__ = [
+    "canonical_json",
+    "canonical_string",
+    "canonicalize",
+    "float64_canonical",
+    "format_number",
+]
 
 # Integers in this range print identically as Python ints and as Go float64s.
 _EXACT_INT_LIMIT: Final = 2**53
@@ -119,11 +125,15 @@ def _cached_float_raw(x: float) -> msgspec.Raw:
     return _Raw(_format_float(x).encode("ascii"))
 
 
-def _int_raw(value: int) -> msgspec.Raw:
+def _int_raw(value: int, exact: bool = False) -> msgspec.Raw:
     try:
         as_float = float(value)
     except OverflowError as exc:
         _fail("integer is outside the JSON float64 range", exc)
+    if exact:
+        # Go's shortest float rendering is not the integer's digits beyond 2^53 even when the
+        # float64 is exact (2^60 prints as 1152921504606847000), so digits it is.
+        return _Raw(str(value).encode("ascii"))
     return _float_raw(as_float)
 
 
@@ -139,32 +149,35 @@ def format_number(value: float | int) -> str:
     return _format_float(float(value))
 
 
-def _prepare(value: Any) -> Any:
-    """Return ``value`` with numbers replaced by their Go rendering, ready for msgspec."""
+def _prepare(value: Any, exact: bool = False) -> Any:
+    """Return ``value`` with numbers replaced by their Go rendering, ready for msgspec.
+
+    ``exact`` keeps integers that float64 cannot represent as their exact digits.
+    """
     kind = type(value)
     if kind is str or kind is bool or value is None:
         return value
     if kind is dict:
         return {
-            key: (item if type(item) is str else _prepare(item))
+            key: (item if type(item) is str else _prepare(item, exact))
             for key, item in value.items()
         }
     if kind is list:
-        return [item if type(item) is str else _prepare(item) for item in value]
+        return [item if type(item) is str else _prepare(item, exact) for item in value]
     if kind is float:
         return _float_raw(value)
     if kind is int:
-        return value if -_EXACT_INT_LIMIT <= value <= _EXACT_INT_LIMIT else _int_raw(value)
-    return _prepare_other(value)
+        return value if -_EXACT_INT_LIMIT <= value <= _EXACT_INT_LIMIT else _int_raw(value, exact)
+    return _prepare_other(value, exact)
 
 
-def _prepare_other(value: Any) -> Any:
+def _prepare_other(value: Any, exact: bool) -> Any:
     # Uncommon shapes accepted from Python callers: subclasses, other mappings and sequences,
     # and embedded raw JSON (e.g. a payload received from the wire).
     if isinstance(value, msgspec.Raw):
-        return _prepare(_decode_text(bytes(value)))
+        return _prepare(_decode_text(bytes(value), exact), exact)
     if isinstance(value, int):
-        return _prepare(int(value))
+        return _prepare(int(value), exact)
     if isinstance(value, float):
         return _float_raw(float(value))
     if isinstance(value, str):
@@ -174,10 +187,10 @@ def _prepare_other(value: Any) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 _fail(f"object keys must be strings, not {type(key).__name__}")
-            out[str(key)] = _prepare(item)
+            out[str(key)] = _prepare(item, exact)
         return out
     if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray | memoryview):
-        return [_prepare(item) for item in value]
+        return [_prepare(item, exact) for item in value]
     _fail(f"{type(value).__name__} is not a JSON value")
 
 
@@ -210,15 +223,19 @@ def _encode_prepared(prepared: Any) -> bytes:
     return out
 
 
-def canonical_json(value: Any) -> bytes:
+def canonical_json(value: Any, *, exact_integers: bool = False) -> bytes:
     """Go-canonical bytes of an already decoded JSON value.
 
     Accepts ``dict``/``Mapping`` (string keys), ``list``/``tuple``, ``str``, ``int``, ``float``,
     ``bool``, ``None`` and :class:`msgspec.Raw` (canonicalised as JSON text). Integers are
     converted to float64 first, exactly like a Go round trip; infinities, NaN and non-JSON values
     raise :class:`CanonicalJSONError`.
+
+    ``exact_integers=True`` is the *payload* form: an integer beyond +-2^53 keeps its exact
+    digits instead of Go's float64 rendering; everything else is byte-identical to Go. Hashes
+    must never be computed over it - use :func:`float64_canonical`.
     """
-    return _encode_prepared(_prepare(value))
+    return _encode_prepared(_prepare(value, exact_integers))
 
 
 def canonical_string(text: str) -> bytes:
@@ -247,10 +264,22 @@ _stdlib_decoder: Final = json.JSONDecoder(
 _stdlib_decode: Final[Callable[[str], Any]] = _stdlib_decoder.decode
 
 
-def _decode_text_slow(data: bytes) -> Any:
+def _exact_int(text: str) -> int | float:
+    # A bare -0 must stay a float64 negative zero, as in Go; other integers stay exact.
+    return -0.0 if text == "-0" else int(text)
+
+
+_stdlib_exact_decode: Final[Callable[[str], Any]] = json.JSONDecoder(
+    parse_int=_exact_int,
+    parse_constant=_reject_constant,
+    object_pairs_hook=_pairs_last_wins,
+).decode
+
+
+def _decode_text_slow(data: bytes, exact: bool = False) -> Any:
     text = data.decode("utf-8", _ERROR_HANDLER)
     try:
-        value = _stdlib_decode(text)
+        value = (_stdlib_exact_decode if exact else _stdlib_decode)(text)
     except CanonicalJSONError:
         raise
     except (ValueError, RecursionError) as exc:
@@ -258,26 +287,46 @@ def _decode_text_slow(data: bytes) -> Any:
     return _scrub_surrogates(value)
 
 
-def _decode_text(data: bytes) -> Any:
+def _decode_text(data: bytes, exact: bool = False) -> Any:
     if _BARE_NEGATIVE_ZERO.search(data) is not None:
-        return _decode_text_slow(data)
+        return _decode_text_slow(data, exact)
     try:
         return _decode(data)
     except msgspec.ValidationError as exc:  # msgspec reports float64 overflow this way
         _fail(f"invalid JSON: {exc}", exc)
     except (msgspec.DecodeError, UnicodeDecodeError):
-        return _decode_text_slow(data)
+        return _decode_text_slow(data, exact)
 
 
-def canonicalize(text: bytes | bytearray | memoryview | str) -> bytes:
+def canonicalize(
+    text: bytes | bytearray | memoryview | str, *, exact_integers: bool = False
+) -> bytes:
     """Decode JSON text the way Go does and return its Go-canonical bytes.
 
     Numbers become float64 (``9007199254740993`` -> ``9007199254740992``, ``12.50`` -> ``12.5``),
     invalid UTF-8 bytes and lone surrogate escapes become U+FFFD, duplicate keys keep the last
     value. Malformed JSON, ``NaN``/``Infinity`` and out-of-range numbers raise
-    :class:`CanonicalJSONError`.
+    :class:`CanonicalJSONError`. ``exact_integers`` keeps the digits of integer literals
+    beyond +-2^53 (see :func:`canonical_json`).
     """
-    return _encode_prepared(_prepare(_decode_text(_as_bytes(text))))
+    return _encode_prepared(_prepare(_decode_text(_as_bytes(text), exact_integers),
+                                     exact_integers))
+
+
+# Any integer beyond 2^53 (about 9.007e15) has at least 16 digits; without such a run the
+# exact-integer form and Go's form of a document are the same bytes.
+_LONG_DIGIT_RUN: Final = re.compile(rb"[0-9]{16}")
+
+
+def float64_canonical(text: bytes) -> bytes:
+    """Go's canonical bytes of a canonical document, e.g. one made with ``exact_integers``.
+
+    What a Go peer computes after decoding the document into float64s, so the input of every
+    ``bundle_hash``. Returns ``text`` itself when it cannot hold an integer beyond 2^53.
+    """
+    if _LONG_DIGIT_RUN.search(text) is None:
+        return text
+    return canonicalize(text)
 
 
 def _as_bytes(text: bytes | bytearray | memoryview | str) -> bytes:

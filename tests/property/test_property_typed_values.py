@@ -1,9 +1,7 @@
 """Typed values written on one device reach the server and a second device unchanged.
 
-One value range is known to be lossy and is pinned here as a strict xfail, so the day it is
-fixed the test says so (the convergence property keeps its values inside the exact range):
-
-* integers beyond +-2^53: payloads are bound through float64, as Go does (§12.39).
+Integers beyond +-2^53 used to be lossy (Go binds payloads through float64, §12.39); payloads
+now keep their digits end to end, so they have a property of their own below.
 
 REALs needing 16-17 significant digits used to be the second (Go's triggers render 15 digits,
 §12.38); the capture triggers now render 17, which is exact wherever SQLite's printf is (a
@@ -122,14 +120,13 @@ def test_reals_sqlite_cannot_print_exactly_survive(
     check(live_server, tmp_path, 0, rating)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "CLIENT.md §12.39: integers beyond 2^53 go through float64 on the way to the server: "
-    "9007199254740993 (2^53 + 1) is stored on the server as 9007199254740992 while the writer "
-    "keeps 9007199254740993, after a push that reports success"
-))
-@PINNED
-@given(count=st.integers((1 << 53) + 1, (1 << 63) - 1).filter(lambda n: float(n) != n))
+# Go rounds these through float64 on the way to the server (CLIENT.md §12.39, SERVER.md
+# §11.3): 2^53 + 1 was stored as 2^53 while the writer kept 2^53 + 1. Payloads now keep them.
+@SETTINGS
+@given(count=st.integers((1 << 53) + 1, (1 << 63) - 1) | st.integers(-(1 << 63), -(1 << 53) - 1))
 @example(count=(1 << 53) + 1)
+@example(count=(1 << 63) - 1)
+@example(count=-(1 << 63))
 def test_integers_beyond_2_53_survive(
     live_server: tuple[ServerProcess, str], tmp_path: Path, count: int
 ) -> None:

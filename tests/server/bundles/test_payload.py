@@ -77,12 +77,15 @@ async def test_captured_payload_rendering_per_column_type(service: SyncService) 
         ),
     )
     payload = bytes(bundle.rows[0].payload)
+    # Integers beyond 2^53 keep their digits (Go renders float64s: big ...992 and, after
+    # to_jsonb turned the json 1e21 into a numeric, raw_doc 1e+21; SERVER.md §11.3).
     assert payload == (
-        b'{"big":9007199254740992,"data":"ABH/","day":"2026-03-24",'
+        b'{"big":9007199254740993,"data":"ABH/","day":"2026-03-24",'
         b'"doc":{"a":"x","b":[1,2,{"z":null}]},"enabled":true,'
         b'"happened_at":"2026-03-24T18:42:11.12+00:00",'
         b'"id":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11","name":"Zo\xc3\xab \\u003cb\\u003e",'
-        b'"other":null,"price":12.5,"rating":2.5,"raw_doc":{"k":1e+21},"small":-7}'
+        b'"other":null,"price":12.5,"rating":2.5,"raw_doc":{"k":1000000000000000000000},'
+        b'"small":-7}'
     )
     assert b"_sync_scope_id" not in payload
     assert bundle.rows[0].key == {"id": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"}
