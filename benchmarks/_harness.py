@@ -33,10 +33,12 @@ from oversync_sa.testing import PostgresServer, find_postgres, sqlalchemy_url
 
 __all__ = [
     "BenchContext",
+    "LatencyMeasurement",
     "Measurement",
     "Stage",
     "StageClock",
     "measure",
+    "print_summary",
     "print_table",
     "write_results",
 ]
@@ -68,6 +70,8 @@ class Measurement:
     python_peak_kib: int | None = None
     stages: list[Stage] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Why the line could not be measured (e.g. a missing toolchain); ``None`` when measured.
+    skipped: str | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -84,7 +88,21 @@ class Measurement:
 
     @property
     def meets_target(self) -> bool:
-        return self.ratio >= self.target_ratio
+        return self.skipped is None and self.ratio >= self.target_ratio
+
+    def figure_text(self) -> str:
+        """The line's headline figure for the summary table."""
+        return f"{_rate(self.rows_per_second)} rows/s"
+
+    def baseline_text(self) -> str:
+        return f"{_rate(self.baseline_rows_per_second)} rows/s"
+
+    def ratio_text(self) -> str:
+        return f"{self.ratio:.3f}"
+
+    def target_text(self) -> str:
+        # A zero ratio target means the line is reported, not judged.
+        return f"ratio >= {self.target_ratio:.3g}" if self.target_ratio > 0 else "-"
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -93,8 +111,68 @@ class Measurement:
             baseline_rows_per_second=round(self.baseline_rows_per_second, 1),
             ratio=round(self.ratio, 4),
             meets_target=self.meets_target,
+            summary={
+                "figure": self.figure_text(),
+                "baseline": self.baseline_text(),
+                "target": self.target_text(),
+            },
         )
         return data
+
+
+@dataclass
+class LatencyMeasurement(Measurement):
+    """A line judged by a latency percentile (and no errors) rather than by a rate ratio.
+
+    ``rows`` counts the timed events and ``seconds`` is the phase's wall time; the baseline's
+    percentiles are those of the raw mechanism measured the same way in the same run.
+    """
+
+    p50_seconds: float = 0.0
+    p99_seconds: float = 0.0
+    baseline_p50_seconds: float = 0.0
+    baseline_p99_seconds: float = 0.0
+    #: ``"p50"`` or ``"p99"``: which percentile the target applies to.
+    target_percentile: str = "p99"
+    target_seconds: float = 0.0
+    errors: int = 0
+
+    @property
+    def ratio(self) -> float:
+        """Baseline latency / library latency at the judged percentile (1.0 = as fast)."""
+        ours = self._judged(self.p50_seconds, self.p99_seconds)
+        raw = self._judged(self.baseline_p50_seconds, self.baseline_p99_seconds)
+        if raw <= 0:
+            return super().ratio  # no baseline latencies: compare rates
+        return raw / ours if ours > 0 else float("inf")
+
+    @property
+    def meets_target(self) -> bool:
+        ours = self._judged(self.p50_seconds, self.p99_seconds)
+        return self.skipped is None and self.errors == 0 and ours < self.target_seconds
+
+    def _judged(self, p50: float, p99: float) -> float:
+        return p50 if self.target_percentile == "p50" else p99
+
+    def figure_text(self) -> str:
+        return f"p50 {_ms(self.p50_seconds)} / p99 {_ms(self.p99_seconds)}"
+
+    def baseline_text(self) -> str:
+        if self.baseline_p50_seconds <= 0:
+            return f"{_rate(self.baseline_rows_per_second)} /s"
+        return f"p50 {_ms(self.baseline_p50_seconds)} / p99 {_ms(self.baseline_p99_seconds)}"
+
+    def target_text(self) -> str:
+        return f"{self.target_percentile} < {_ms(self.target_seconds)}, 0 errors"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, round(fraction * len(ordered) + 0.5))
+    return ordered[min(rank, len(ordered)) - 1]
 
 
 @dataclass
@@ -226,6 +304,10 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}" if value != float("inf") else "inf"
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms"
+
+
 def print_table(measurements: list[Measurement], *, traced: bool, out: Any = None) -> None:
     """One line per measurement, stage breakdowns indented below it."""
     out = out or sys.stdout
@@ -236,6 +318,11 @@ def print_table(measurements: list[Measurement], *, traced: bool, out: Any = Non
     print(header, file=out)
     print("-" * len(header), file=out)
     for m in measurements:
+        if m.skipped is not None:
+            print(f"{m.benchmark + ': ' + m.name:<38} skipped: {m.skipped}", file=out)
+            for note in m.notes:
+                print(f"    note: {note}", file=out)
+            continue
         python_peak = "" if m.python_peak_kib is None else f"  py-peak {m.python_peak_kib:,} KiB"
         print(
             f"{m.benchmark + ': ' + m.name:<38} {m.rows:>8,} {m.seconds:>9.3f} "
@@ -257,6 +344,41 @@ def print_table(measurements: list[Measurement], *, traced: bool, out: Any = Non
         print("(tracemalloc was on: timings are slower than an untraced run)", file=out)
 
 
+def print_summary(measurements: list[Measurement], *, out: Any = None) -> None:
+    """One line per measurement: name, figure, baseline, ratio, target and verdict."""
+    out = out or sys.stdout
+    rows = [
+        (
+            f"{m.benchmark}: {m.name}",
+            f"skipped: {m.skipped}" if m.skipped is not None else m.figure_text(),
+            "" if m.skipped is not None else m.baseline_text(),
+            "" if m.skipped is not None else m.ratio_text(),
+            m.target_text(),
+            _verdict(m),
+        )
+        for m in measurements
+    ]
+    titles = ("benchmark", "figure", "baseline", "ratio", "target", "ok")
+    widths = [max(len(t), *(len(r[i]) for r in rows)) for i, t in enumerate(titles)]
+    line = "  ".join(f"{t:<{w}}" for t, w in zip(titles, widths, strict=True))
+    print("\nSUMMARY", file=out)
+    print(line, file=out)
+    print("-" * len(line), file=out)
+    for row in rows:
+        print("  ".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+    judged = [m for m in measurements if m.skipped is None and m.target_text() != "-"]
+    met = sum(m.meets_target for m in judged)
+    print(f"{met} of {len(judged)} judged lines meet their target", file=out)
+
+
+def _verdict(m: Measurement) -> str:
+    if m.skipped is not None:
+        return "skip"
+    if m.target_text() == "-":
+        return "-"  # reported, not judged
+    return "ok" if m.meets_target else "\u2717"
+
+
 def write_results(
     path: Path, measurements: list[Measurement], ctx: BenchContext, server_version: str
 ) -> None:
@@ -273,6 +395,45 @@ def write_results(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def run_standalone(
+    run: Callable[[BenchContext], Awaitable[list[Measurement]]],
+    *,
+    output: Path,
+    scale: float = 1.0,
+) -> int:
+    """``python -m benchmarks.<module>``: one module's ``run`` with its own PostgreSQL."""
+    import asyncio
+
+    import asyncpg
+
+    from oversync_sa.testing import asyncpg_dsn
+
+    async def version(url: str) -> str:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            return str(await conn.fetchval("SHOW server_version"))
+        finally:
+            await conn.close()
+
+    server = start_postgres()
+    try:
+        ctx = BenchContext(server=server, scale=scale)
+        server_version = asyncio.run(version(server.url))
+        print(f"PostgreSQL {server_version} ({server.origin})", file=sys.stderr)
+
+        async def measured() -> list[Measurement]:
+            return await run(ctx)
+
+        measurements = asyncio.run(measured())
+    finally:
+        server.stop()
+    print_table(measurements, traced=False)
+    print_summary(measurements)
+    write_results(output, measurements, ctx, server_version)
+    print(f"results written to {output}")
+    return 0
 
 
 def start_postgres() -> PostgresServer:

@@ -141,6 +141,14 @@ class ClientMeasurement(Measurement):
             met = met and 0 < self.peak_rss_kib <= self.max_peak_rss_kib
         return met
 
+    def target_text(self) -> str:
+        parts = [super().target_text()] if self.target_ratio > 0 else []
+        if self.min_rows_per_second is not None:
+            parts.append(f">= {self.min_rows_per_second:,.0f} rows/s")
+        if self.max_peak_rss_kib is not None:
+            parts.append(f"peak RSS <= {self.max_peak_rss_kib / 1024:,.0f} MiB")
+        return ", ".join(parts) or "-"
+
 
 async def _measure(
     ctx: BenchContext, operation: Callable[[], Awaitable[T]]
@@ -328,10 +336,24 @@ async def _raw_baseline(
 # ------------------------------------------------------------------------------ capture
 
 
-def _capture_writes(path: Path, rows: list[Row], clock: StageClock, cache_kib: int) -> None:
-    """Application writes on the managed table: ``executemany`` batches in one transaction."""
+_DEFAULT_CACHE_NOTE = "no PRAGMA: the database file's default_cache_size, set by the client"
+
+
+def _effective_cache_kib(conn: sqlite3.Connection) -> int:
+    """The connection's page cache in KiB (``PRAGMA cache_size``: pages if > 0, -KiB if < 0)."""
+    size = int(conn.execute("PRAGMA cache_size").fetchone()[0])
+    return -size if size < 0 else size * int(conn.execute("PRAGMA page_size").fetchone()[0]) // 1024
+
+
+def _capture_writes(path: Path, rows: list[Row], clock: StageClock, cache_kib: int) -> int:
+    """Application writes on the managed table: ``executemany`` batches in one transaction.
+
+    Returns the page cache (KiB) the connection actually had: without ``cache_kib`` it is the
+    database's persisted default, which the client raises (``local_schema.DEFAULT_CACHE_KIB``).
+    """
     conn = _plain_db(path, cache_kib)
     try:
+        effective = _effective_cache_kib(conn)
         sql = _INSERT_SQL.format(table=TABLE)
         conn.execute("BEGIN")
         for start in range(0, len(rows), CAPTURE_BATCH):
@@ -342,19 +364,20 @@ def _capture_writes(path: Path, rows: list[Row], clock: StageClock, cache_kib: i
             conn.execute("COMMIT")
     finally:
         conn.close()
+    return effective
 
 
 async def _bench_capture(
     ctx: BenchContext, work: Path, full: int, cache_kib: int = 0
 ) -> ClientMeasurement:
-    """``cache_kib``: the application connection's page cache (0 = SQLite's 2 MiB default)."""
+    """``cache_kib``: the application connection's page cache (0 = the database's default)."""
     count = ctx.size(full)
     rows = _rows(0, count)
     path = work / f"capture-{count}-{cache_kib}.db"
     client = await _client(path, None)
     try:
         clock = StageClock()
-        _, sample, cpu = await _measure(
+        effective_kib, sample, cpu = await _measure(
             ctx, lambda: asyncio.to_thread(_capture_writes, path, rows, clock, cache_kib)
         )
     finally:
@@ -380,8 +403,8 @@ async def _bench_capture(
         stages=stages, min_rows_per_second=CAPTURE_TARGET_ROWS_PER_SECOND,
         notes=[f"target: >= {CAPTURE_TARGET_ROWS_PER_SECOND:,.0f} rows/s with triggers"
                f" ({'met' if met else 'MISSED'}); {CAPTURE_BATCH:,}-row executemany batches;"
-               f" app connection page cache {cache_kib // 1024 if cache_kib else 2} MiB"
-               f" ({'PRAGMA cache_size, baseline too' if cache_kib else 'SQLite default'})",
+               f" app connection page cache {effective_kib / 1024:g} MiB"
+               f" ({'PRAGMA cache_size, baseline too' if cache_kib else _DEFAULT_CACHE_NOTE})",
                _cpu_note(cpu, baseline_cpu)
                + f"; {count / cpu:,.0f} rows per CPU second"],
     )

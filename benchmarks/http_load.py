@@ -1,30 +1,30 @@
 """HTTP load: the reference server under 50 concurrent simulated devices (issue 4).
 
-The reference server (``python -m examples.litestar_server``: uvicorn, one process) runs on
-loopback over a database of its own from the harness's PostgreSQL. 50 devices (httpx async
-clients in this process; two devices per user, so pulls bring the other device's bundles) each
-sign in (``/dummy-signin``), connect, then loop a bounded number of times: push a few rows
-(create session, one chunk, commit) and pull. Printed: requests/s over the loop phase, p50/p99
-latency of push commit and of pull, the error count (any unexpected status or transport error)
-and the server's RSS. Target: p99 push commit < 250 ms with no errors.
+The reference server (``python -m examples.litestar_server [--workers N]``: uvicorn, one process
+or N workers behind one port) runs on loopback over a database of its own from the harness's
+PostgreSQL; ``python -m benchmarks`` runs one line with 1 worker and one with 2. 50 devices
+(httpx async clients in this process; two devices per user, so pulls bring the other device's
+bundles) each sign in (``/dummy-signin``), connect, then loop a bounded number of times: push a
+few rows (create session, one chunk, commit) and pull. Printed: requests/s over the loop
+phase, p50/p99 latency of push commit and of pull, the error count (any unexpected status or
+transport error) and the server's RSS. Target: p99 push commit < 250 ms with no errors.
 
 The baseline is ``GET /syncx/health`` (one status query against PostgreSQL) sent by the same
 devices at the same concurrency, the same number of times: the cost of a request through uvicorn,
-Litestar and the pool, without the protocol. The table's ratio is requests/s against that.
+Litestar and the pool, without the protocol. The summary compares the health requests' p50/p99
+with push commit's; the detailed table's ratio is requests/s against the health rate.
 
-Under ``--scale`` the device count and the loop count shrink (at least 2 each).
+Under ``--scale`` the device count and the loop count shrink (at least 2 each). Alone:
+``python -m benchmarks.http_load --workers 2 --devices 50 --loops 20``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -34,7 +34,15 @@ from typing import Any, Final
 
 import httpx
 
-from benchmarks._harness import BenchContext, Measurement, Stage
+from benchmarks._harness import (
+    BenchContext,
+    LatencyMeasurement,
+    Measurement,
+    Stage,
+    percentile,
+    run_standalone,
+)
+from benchmarks._servers import ServerProcess
 
 NAME: Final = "http"
 DEVICES: Final = 50
@@ -44,106 +52,15 @@ ROWS_PER_PUSH: Final = 5
 #: Hard bound of the loop phase, whatever the loop count.
 MAX_LOOP_SECONDS: Final = 180.0
 P99_COMMIT_TARGET: Final = 0.250
-REPO_ROOT: Final = Path(__file__).resolve().parents[1]
-JWT_SECRET: Final = "http-load-benchmark-secret-of-32-bytes"
-_READY_SECONDS: Final = 60.0
-
-
-# ------------------------------------------------------------------------------ the server
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _proc_status_kib(pid: int, field_name: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-class _Server:
-    """The reference server as a child process on loopback; its log goes to a temp file."""
-
-    def __init__(self, database_url: str, pool_max: int) -> None:
-        self.port = _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log = Path(tempfile.mkstemp(prefix="http_load_server_", suffix=".log")[1])
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "JWT_SECRET": JWT_SECRET,
-            "OVERSYNC_DB_POOL_MAX_CONNS": str(pool_max),
-            "OVERSYNC_DB_POOL_MIN_CONNS": "5",
-            "PYTHONPATH": str(REPO_ROOT),
-        }
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "examples.litestar_server"],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def wait_ready(self) -> None:
-        deadline = time.monotonic() + _READY_SECONDS
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=1.0) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited early:\n{self.tail()}")
-                try:
-                    if (await client.get("/syncx/health")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise RuntimeError(f"server not ready after {_READY_SECONDS:.0f} s:\n{self.tail()}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far."""
-        try:
-            with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        # utime and stime are fields 14 and 15 of stat(5), i.e. 12 and 13 after the name.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def rss_kib(self) -> int:
-        return _proc_status_kib(self.proc.pid, "VmRSS")
-
-    def peak_rss_kib(self) -> int:
-        return _proc_status_kib(self.proc.pid, "VmHWM")
-
-    def tail(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.unlink(missing_ok=True)
+#: ``python -m benchmarks`` runs one line per worker count; the target applies to each.
+WORKER_COUNTS: Final = (1, 2)
 
 
 # ----------------------------------------------------------------------------- the devices
 
 
 @dataclass
-class _Stats:
+class Stats:
     """Latencies (seconds) per operation, request and error counts of one phase."""
 
     latencies: dict[str, list[float]] = field(default_factory=dict)
@@ -168,22 +85,15 @@ class _Stats:
         return response
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile (0 for no values)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, round(fraction * len(ordered) + 0.5))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
 @dataclass
-class _Device:
+class Device:
     index: int
     client: httpx.AsyncClient
     headers: dict[str, str] = field(default_factory=dict)
     next_bundle_id: int = 1
     checkpoint: int = 0
+    #: ``bundle_seq`` of this device's last committed push (0 before the first).
+    last_bundle_seq: int = 0
 
     @property
     def user(self) -> str:
@@ -193,7 +103,7 @@ class _Device:
     def source(self) -> str:
         return f"load-device-{self.index}"
 
-    async def sign_in_and_connect(self, stats: _Stats) -> bool:
+    async def sign_in_and_connect(self, stats: Stats) -> bool:
         signin = await stats.timed(
             "signin",
             lambda: self.client.post("/dummy-signin", json={"user": self.user, "password": "x"}),
@@ -221,19 +131,19 @@ class _Device:
         stats.errors.append(f"connect: device {self.index} never attached")
         return False
 
-    async def push(self, stats: _Stats) -> bool:
+    async def push(self, stats: Stats, row_count: int = ROWS_PER_PUSH) -> bool:
         create = await stats.timed(
             "push create",
             lambda: self.client.post(
                 "/sync/push-sessions",
-                json={"source_bundle_id": self.next_bundle_id, "planned_row_count": ROWS_PER_PUSH},
+                json={"source_bundle_id": self.next_bundle_id, "planned_row_count": row_count},
                 headers=self.headers,
             ),
         )
         if create is None:
             return False
         push_id = create.json()["push_id"]
-        rows = [_user_row(str(uuid.uuid4()), n) for n in range(ROWS_PER_PUSH)]
+        rows = [_user_row(str(uuid.uuid4()), n) for n in range(row_count)]
         chunk = await stats.timed(
             "push chunk",
             lambda: self.client.post(
@@ -251,9 +161,10 @@ class _Device:
         if commit is None:
             return False
         self.next_bundle_id += 1
+        self.last_bundle_seq = int(commit.json()["bundle_seq"])
         return True
 
-    async def pull(self, stats: _Stats) -> None:
+    async def pull(self, stats: Stats) -> None:
         pulled = await stats.timed(
             "pull",
             lambda: self.client.get(
@@ -265,7 +176,7 @@ class _Device:
         if pulled is not None:
             self.checkpoint = int(pulled.json()["stable_bundle_seq"])
 
-    async def loop(self, stats: _Stats, loops: int, deadline: float) -> None:
+    async def loop(self, stats: Stats, loops: int, deadline: float) -> None:
         for _ in range(loops):
             if time.monotonic() > deadline:
                 return
@@ -273,7 +184,7 @@ class _Device:
                 return  # the device's sequence is unknown after a failed push; stop it
             await self.pull(stats)
 
-    async def health(self, stats: _Stats, count: int) -> None:
+    async def health(self, stats: Stats, count: int) -> None:
         for _ in range(count):
             await stats.timed("health", lambda: self.client.get("/syncx/health"))
 
@@ -298,6 +209,7 @@ class LoadResult:
 
     devices: int
     loops: int
+    workers: int
     seconds: float
     requests: int
     errors: list[str]
@@ -305,6 +217,7 @@ class LoadResult:
     baseline_seconds: float
     baseline_requests: int
     baseline_errors: list[str]
+    baseline_latencies: dict[str, list[float]]
     server_rss_before_kib: int
     server_rss_after_kib: int
     server_peak_rss_kib: int
@@ -316,24 +229,26 @@ class LoadResult:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
 
     def p(self, name: str, fraction: float) -> float:
-        return _percentile(self.latencies.get(name, []), fraction)
+        return percentile(self.latencies.get(name, []), fraction)
 
 
-async def run_load(base_url: str, server: _Server, devices: int, loops: int) -> LoadResult:
+async def run_load(
+    base_url: str, server: ServerProcess, devices: int, loops: int
+) -> LoadResult:
     """Sign in and connect every device, run the loops concurrently, then the baseline."""
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     clients = [
         httpx.AsyncClient(base_url=base_url, timeout=30.0, limits=limits) for _ in range(devices)
     ]
     try:
-        fleet = [_Device(i, client) for i, client in enumerate(clients)]
-        setup = _Stats()
+        fleet = [Device(i, client) for i, client in enumerate(clients)]
+        setup = Stats()
         attached = await asyncio.gather(*(d.sign_in_and_connect(setup) for d in fleet))
         if not all(attached):
             raise RuntimeError(f"devices could not attach: {setup.errors[:5]}")
 
         rss_before, cpu_before = server.rss_kib(), server.cpu_seconds()
-        stats = _Stats()
+        stats = Stats()
         started = time.perf_counter()
         deadline = time.monotonic() + MAX_LOOP_SECONDS
         await asyncio.gather(*(d.loop(stats, loops, deadline) for d in fleet))
@@ -341,7 +256,7 @@ async def run_load(base_url: str, server: _Server, devices: int, loops: int) -> 
         rss_after, peak = server.rss_kib(), server.peak_rss_kib()
         server_cpu = server.cpu_seconds() - cpu_before
 
-        baseline = _Stats()
+        baseline = Stats()
         per_device = max(1, stats.requests // devices)
         base_started = time.perf_counter()
         await asyncio.gather(*(d.health(baseline, per_device) for d in fleet))
@@ -351,6 +266,7 @@ async def run_load(base_url: str, server: _Server, devices: int, loops: int) -> 
     return LoadResult(
         devices=devices,
         loops=loops,
+        workers=server.workers,
         seconds=seconds,
         requests=stats.requests,
         errors=stats.errors,
@@ -358,6 +274,7 @@ async def run_load(base_url: str, server: _Server, devices: int, loops: int) -> 
         baseline_seconds=baseline_seconds,
         baseline_requests=baseline.requests,
         baseline_errors=baseline.errors,
+        baseline_latencies=baseline.latencies,
         server_rss_before_kib=rss_before,
         server_rss_after_kib=rss_after,
         server_peak_rss_kib=peak,
@@ -370,16 +287,24 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def _measurement(result: LoadResult) -> Measurement:
+def _workers_label(workers: int) -> str:
+    return f"{workers} worker{'s' if workers > 1 else ''}"
+
+
+def _measurement(result: LoadResult) -> LatencyMeasurement:
     p99_commit = result.p("push commit", 0.99)
     met = p99_commit < P99_COMMIT_TARGET and not result.errors
     # The baseline line is the same number of health requests; scale its time to the same
-    # request count so the ratio compares rates.
+    # request count so the rates compare.
     baseline_seconds = result.baseline_seconds * result.requests / max(1, result.baseline_requests)
+    health = result.baseline_latencies.get("health", [])
     notes = [
         f"{result.devices} devices x {result.loops} loops of push ({ROWS_PER_PUSH} rows: "
-        f"create + chunk + commit) and pull: {result.requests:,} requests in "
-        f"{result.seconds:.2f} s = {result.requests_per_second:,.0f} requests/s",
+        f"create + chunk + commit) and pull against {_workers_label(result.workers)}: "
+        f"{result.requests:,} requests in {result.seconds:.2f} s = "
+        f"{result.requests_per_second:,.0f} requests/s "
+        f"(health baseline {result.baseline_requests / max(result.baseline_seconds, 1e-9):,.0f}"
+        " requests/s)",
         f"push commit p50 {_ms(result.p('push commit', 0.5))}, p99 {_ms(p99_commit)} "
         f"(target < {_ms(P99_COMMIT_TARGET)}: {'MET' if met else 'MISSED'})",
         f"pull p50 {_ms(result.p('pull', 0.5))}, p99 {_ms(result.p('pull', 0.99))}",
@@ -387,11 +312,11 @@ def _measurement(result: LoadResult) -> Measurement:
         f"{_ms(result.p('push create', 0.99))}; push chunk p50 "
         f"{_ms(result.p('push chunk', 0.5))}, p99 {_ms(result.p('push chunk', 0.99))}",
         f"errors: {len(result.errors)} (baseline: {len(result.baseline_errors)})",
-        f"server process CPU {result.server_cpu_seconds:.1f} s over the loops "
+        f"server CPU (all workers) {result.server_cpu_seconds:.1f} s over the loops "
         f"({1000 * result.server_cpu_seconds / max(1, result.requests):.1f} ms per request); "
         f"1-min load average at the end {result.load_average:.1f} on {os.cpu_count()} CPUs",
-        f"server RSS {result.server_rss_before_kib / 1024:.1f} MiB before the loops, "
-        f"{result.server_rss_after_kib / 1024:.1f} MiB after, peak "
+        f"server RSS (all workers) {result.server_rss_before_kib / 1024:.1f} MiB before the "
+        f"loops, {result.server_rss_after_kib / 1024:.1f} MiB after, peak "
         f"{result.server_peak_rss_kib / 1024:.1f} MiB",
         *[f"error: {e}" for e in result.errors[:5]],
     ]
@@ -399,26 +324,37 @@ def _measurement(result: LoadResult) -> Measurement:
         Stage(f"{name} (sum of latencies)", sum(values), len(values))
         for name, values in result.latencies.items()
     ]
-    return Measurement(
+    return LatencyMeasurement(
         benchmark=NAME,
-        name=f"load ({result.devices} devices)",
+        name=f"load ({result.devices} devices, {_workers_label(result.workers)})",
         rows=result.requests,
         seconds=result.seconds,
-        baseline=f"GET /syncx/health x {result.baseline_requests:,} at the same concurrency",
+        baseline=f"GET /syncx/health x {result.baseline_requests:,} at the same concurrency "
+        "(its latency percentiles)",
         baseline_seconds=baseline_seconds,
-        # The goal is the p99 latency (see the notes), not a rate relative to the baseline.
         target_ratio=0.0,
         peak_rss_kib=max(0, result.server_peak_rss_kib - result.server_rss_before_kib),
         stages=stages,
         notes=notes,
+        p50_seconds=result.p("push commit", 0.5),
+        p99_seconds=p99_commit,
+        baseline_p50_seconds=percentile(health, 0.5),
+        baseline_p99_seconds=percentile(health, 0.99),
+        target_percentile="p99",
+        target_seconds=P99_COMMIT_TARGET,
+        errors=len(result.errors),
     )
 
 
-async def run(ctx: BenchContext) -> list[Measurement]:
-    devices = ctx.size(DEVICES, minimum=2)
-    loops = ctx.size(LOOPS, minimum=2)
+async def measure_load(
+    ctx: BenchContext, devices: int, loops: int, workers: int
+) -> LatencyMeasurement:
+    """One load run against a fresh database and a fresh server with ``workers`` workers."""
     database_url = ctx.server.create_database()
-    server = _Server(database_url, pool_max=max(10, devices))
+    # Every worker gets a pool big enough for its share of the devices, within max_connections.
+    server = ServerProcess(
+        database_url, pool_max=max(10, devices // workers + 5), workers=workers
+    )
     try:
         await server.wait_ready()
         result = await run_load(server.base_url, server, devices, loops)
@@ -429,9 +365,37 @@ async def run(ctx: BenchContext) -> list[Measurement]:
         server.stop()
         ctx.server.drop_database(database_url)
     print(
-        f"http_load: {result.requests} requests, {len(result.errors)} errors, "
-        f"p99 commit {_ms(result.p('push commit', 0.99))}, "
+        f"http_load ({_workers_label(workers)}): {result.requests} requests, "
+        f"{len(result.errors)} errors, p99 commit {_ms(result.p('push commit', 0.99))}, "
         f"median {_ms(statistics.median(result.latencies.get('push commit', [0.0])))}",
         file=sys.stderr,
     )
-    return [_measurement(result)]
+    return _measurement(result)
+
+
+async def run(ctx: BenchContext) -> list[Measurement]:
+    devices = ctx.size(DEVICES, minimum=2)
+    loops = ctx.size(LOOPS, minimum=2)
+    return [await measure_load(ctx, devices, loops, workers) for workers in WORKER_COUNTS]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.http_load [--workers N] [--devices D] [--loops L]``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.http_load", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server worker processes (the server's --workers; default 1)")
+    parser.add_argument("--devices", type=int, default=DEVICES)
+    parser.add_argument("--loops", type=int, default=LOOPS)
+    parser.add_argument("--output", type=Path,
+                        default=Path(__file__).with_name("results-http.json"))
+    args = parser.parse_args(argv)
+
+    async def one(ctx: BenchContext) -> list[Measurement]:
+        return [await measure_load(ctx, args.devices, args.loops, args.workers)]
+
+    return run_standalone(one, output=args.output)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

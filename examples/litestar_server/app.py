@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import asyncpg
 import msgspec
@@ -39,6 +39,7 @@ from oversync_sa.litestar import (
     encode_json,
     issue_token,
     json_response,
+    metrics_route,
 )
 from oversync_sa.litestar.exceptions import exception_handlers as sync_exception_handlers
 from oversync_sa.litestar.plugin import OversyncPlugin
@@ -49,6 +50,9 @@ from oversync_sa.server import (
     SyncService,
 )
 from oversync_sa.server.watch import bundle_change_watch
+
+if TYPE_CHECKING:
+    from oversync_sa.metrics.prometheus import PrometheusObserver
 
 __all__ = [
     "TOKEN_TTL_SECONDS",
@@ -80,18 +84,34 @@ _NOSNIFF: Final = {"X-Content-Type-Options": "nosniff"}
 
 
 def build_service(engine: AsyncEngine, settings: Settings) -> SyncService:
-    """The example's sync service: the eight business tables, watch on, Go's app name."""
+    """The example's sync service: the eight business tables, watch on, Go's app name.
+
+    With ``settings.metrics`` it reports to a :class:`PrometheusObserver` on a registry of its
+    own (one per server, so tests can build several), stage timings included.
+    """
     tables = tuple(
         RegisteredTable(settings.business_schema, table, "id") for table in REGISTER_ORDER
     )
+    observer = _prometheus_observer() if settings.metrics else None
     config = ServiceConfig(
         registered_tables=tables,
         app_name=APP_NAME,
         max_supported_schema_version=1,
         log_stage_timings=settings.log_stage_timings,
         bundle_change_watch=BundleChangeWatchConfig(enabled=True),
+        observer=observer,
+        stage_metrics=None if observer is None else observer.stage_recorder,
     )
     return SyncService(engine, config)
+
+
+def _prometheus_observer() -> PrometheusObserver:
+    # Deferred: prometheus-client is the optional [metrics] extra, needed only when enabled.
+    from prometheus_client import CollectorRegistry
+
+    from oversync_sa.metrics.prometheus import PrometheusObserver
+
+    return PrometheusObserver(CollectorRegistry())
 
 
 @dataclass
@@ -367,8 +387,15 @@ def create_app(server: ExampleServer) -> Litestar:
     def provide_server() -> ExampleServer:
         return server
 
+    helpers: list[Any] = [dummy_signin, test_reset, test_retention_floor, test_watch_subscribers]
+    observer = server.service.config.observer
+    if server.settings.metrics and observer is not None:
+        from oversync_sa.metrics.prometheus import PrometheusObserver
+
+        assert isinstance(observer, PrometheusObserver)  # build_service made it
+        helpers.append(metrics_route(observer.registry, service=server.service))
     return Litestar(
-        route_handlers=[dummy_signin, test_reset, test_retention_floor, test_watch_subscribers],
+        route_handlers=helpers,
         dependencies={"server": Provide(provide_server, use_cache=True, sync_to_thread=False)},
         plugins=[server.plugin],
         middleware=[BrowserCORSMiddleware()],

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from examples.business_models import BusinessBase
 from examples.litestar_server.settings import Settings
 from oversync_sa.metadata import server_projection
+from oversync_sa.server.runtime_schema import ADVISORY_LOCK_KEY
 from oversync_sa.testing.postgres import LocalCluster, embedded_bin_dir, find_bin_dir
 
 __all__ = [
@@ -117,9 +118,15 @@ def _asyncpg_url(url: str) -> tuple[str, dict[str, Any]]:
 
 
 async def create_business_schema(engine: AsyncEngine, schema: str) -> None:
-    """Create the business schema and its eight tables, if missing, in one transaction."""
+    """Create the business schema and its eight tables, if missing, in one transaction.
+
+    Several server processes may start together over one database (``--workers``): the
+    bootstrap advisory lock makes the checks-then-creates of one wait for another's commit
+    instead of failing on a duplicate schema or table.
+    """
     metadata = server_projection(BusinessBase, schema=schema)
     async with engine.begin() as conn:
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADVISORY_LOCK_KEY)))
         await conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
         await conn.run_sync(metadata.create_all)
 

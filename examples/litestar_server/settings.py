@@ -35,6 +35,8 @@ class Settings:
     pool_max_conns: int = 50
     pool_min_conns: int = 5
     log_stage_timings: bool = False
+    #: ``OVERSYNC_METRICS``: Prometheus metrics on ``GET /metrics`` (needs ``[metrics]``).
+    metrics: bool = False
     host: str = "0.0.0.0"
     port: int = 8080
     business_schema: str = "business"
@@ -43,7 +45,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Read the variables of go-oversync's example plus ``PORT``/``HOST``.
+        """Read the variables of go-oversync's example plus ``PORT``/``HOST``/``OVERSYNC_METRICS``.
 
         Raises :class:`SettingsError` for malformed numbers or pool bounds (max >= 1,
         0 <= min <= max), as the Go example refuses to start on them.
@@ -70,6 +72,7 @@ class Settings:
             pool_min_conns=pool_min,
             log_stage_timings=env.get("OVERSYNC_LOG_STAGE_TIMINGS", "").strip().lower()
             in _TRUE_WORDS,
+            metrics=env.get("OVERSYNC_METRICS", "").strip().lower() in _TRUE_WORDS,
             host=env.get("HOST", "").strip() or "0.0.0.0",
             port=port,
         )
