@@ -57,7 +57,11 @@ from oversync_sa.client.results import (
     SyncThenDetachResult,
 )
 from oversync_sa.client.runtime import OWNERSHIP, ClientRuntime, database_identity, prepare_engine
-from oversync_sa.client.schema_upgrade import SchemaUpgradeReport, upgrade_schema_in
+from oversync_sa.client.schema_upgrade import (
+    SchemaUpgradeReport,
+    reconcile_table_set,
+    upgrade_schema_in,
+)
 from oversync_sa.client.state import ensure_connected, read_sync_status
 from oversync_sa.client.transport import SyncTransport, TokenProvider
 from oversync_sa.client.triggers import install_managed_triggers
@@ -141,12 +145,13 @@ class SyncClient:
         report: SchemaUpgradeReport | None = None
         try:
             async with engine.connect() as conn:
-                await initialize_database(conn)
+                await initialize_database(conn, default_cache_kib=config.default_cache_kib)
             async with engine.begin() as conn:
                 if models is not None:
                     managed, report = await upgrade_schema_in(conn, models, config)
                 else:
                     managed = await validate_managed_tables(conn, config)
+                    await reconcile_table_set(conn, managed)
                     await install_managed_triggers(conn, managed)
         except BaseException:
             OWNERSHIP.release(key)
@@ -307,7 +312,7 @@ class SyncClient:
                     runtime, snapshot_progress, bundle_progress=pull_progress
                 )
             async with runtime.transaction() as conn:
-                status = await read_sync_status(conn)
+                status = await read_sync_status(conn, runtime.counters)
         return SyncReport(
             push_outcome=push_outcome,
             remote_outcome=remote.outcome if remote else RemoteSyncOutcome.SKIPPED_PAUSED,

@@ -17,6 +17,12 @@ Unlike Go, applying ``KeepLocal``/``KeepMerged`` to an INSERT the server has no 
 merged payload whose member names are not the lower-cased column names or whose values do not
 decode, are classified as invalid too, instead of leaving a ``prepared`` outbox that hits the
 same conflict forever (§12.32).
+
+Foreign keys: the server's row can depend on rows this device has not pulled, so applying it
+alone fails SQLite's deferred FK check at COMMIT. Go then keeps the outbox and fails the same
+way on every push; here server-wins waits for the pull instead and a kept/merged payload is
+invalid (:func:`_fallback_plan`). A server-wins delete also turns the dirty rows of children
+its local cascade removed into deletions (:func:`_drop_cascaded_intents`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
 import msgspec
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.client.encoding import (
@@ -39,6 +46,7 @@ from oversync_sa.client.encoding import (
     wire_payload_to_values,
 )
 from oversync_sa.client.errors import InvalidConflictResolutionError, PayloadEncodingError
+from oversync_sa.client.local_schema import fetch_all
 from oversync_sa.client.outbox import (
     Intent,
     OutboxBundle,
@@ -51,9 +59,11 @@ from oversync_sa.client.replay import (
     RowStateWrite,
     authoritative_transaction,
     delete_row_states,
+    live_payloads,
     write_row_states,
 )
 from oversync_sa.client.runtime import ClientRuntime
+from oversync_sa.client.state import load_attachment
 from oversync_sa.client.validation import ManagedSchema, TableInfo
 from oversync_sa.errors import PushConflictError
 from oversync_sa.wire import Op, PushConflictDetails, SyncKey, canonical_json
@@ -337,8 +347,10 @@ async def resolve_conflict(
     Re-raises ``error`` untouched (outbox kept ``prepared``) when it carries no usable conflict
     or names a key that is not in the bundle. Raises
     :class:`~oversync_sa.client.errors.InvalidConflictResolutionError` after restoring the whole
-    bundle to dirty rows when the result does not apply. Errors while applying a valid plan
-    roll the transaction back and leave the outbox ``prepared``.
+    bundle to dirty rows when the result does not apply. A plan whose write breaks a local
+    foreign key is replaced by :func:`_fallback_plan` instead of wedging the device. Other
+    errors while applying a valid plan roll the transaction back and leave the outbox
+    ``prepared``.
     """
     details = conflict_details(error)
     row = None if details is None else find_conflicting_row(bundle, details)
@@ -351,14 +363,86 @@ async def resolve_conflict(
         reason = ""
     except _Invalid as exc:
         plan, reason = None, str(exc)
-    async with authoritative_transaction(runtime) as conn:
-        await apply_conflict_plan(conn, runtime.managed, bundle, row, plan)
+    if plan is not None and not await _commit_plan(runtime, bundle, row, plan):
+        plan, reason = await _fallback_plan(runtime, row, context, result, plan)
+        if plan is not None:
+            await _commit_plan(runtime, bundle, row, plan, fk_failure_is_error=True)
     if plan is None:
+        await _commit_plan(runtime, bundle, row, None, fk_failure_is_error=True)
         _log.warning("invalid conflict resolution for %s: %s", row.table, reason)
         raise InvalidConflictResolutionError(details, result, reason)
+    runtime.counters.conflicts_resolved += 1
     _log.info(
-        "resolved push conflict on %s with %s", row.table, type(result).__name__
+        "resolved push conflict on %s with %s", row.table, type(result).__name__,
+        extra={"user": runtime.user_id, "source_id": runtime.source_id, "table": row.table},
     )
+
+
+async def _commit_plan(
+    runtime: ClientRuntime,
+    bundle: OutboxBundle,
+    row: OutboxRow,
+    plan: ConflictPlan | None,
+    *,
+    fk_failure_is_error: bool = False,
+) -> bool:
+    """Apply ``plan`` in one authoritative transaction; ``False`` when COMMIT broke a local FK.
+
+    Foreign keys are deferred, so SQLite checks them only at COMMIT, where an integrity error
+    can only be a foreign-key violation; the transaction is rolled back before returning.
+    """
+    applied = False
+    try:
+        async with authoritative_transaction(runtime) as conn:
+            await apply_conflict_plan(conn, runtime.managed, bundle, row, plan)
+            applied = True
+    except IntegrityError:
+        if fk_failure_is_error or not applied:
+            raise
+        return False
+    return True
+
+
+async def _fallback_plan(
+    runtime: ClientRuntime,
+    row: OutboxRow,
+    context: ConflictContext,
+    result: object,
+    plan: ConflictPlan,
+) -> tuple[ConflictPlan | None, str]:
+    """What to apply instead of ``plan``, whose write broke a local foreign key.
+
+    The server's row (or its deletion) depends on rows this device has not pulled yet: the
+    owner unlinked the posts of a user it deleted, or moved a row under a new parent. Go
+    returns the commit error and keeps the outbox, so every push hits the same conflict and
+    fails the same way (a wedged device). Server-wins instead drops the local change and
+    leaves the row and its row state as they are: the row state's older version makes the
+    pull that follows the push apply the server's row together with the rows it depends on,
+    in one bundle transaction. A kept or merged payload cannot be applied without those rows
+    either, so it is an invalid resolution (``None``: the whole bundle back to dirty rows)
+    and the resolver can choose again.
+    """
+    where = f"{row.table} key {row.key_json}"
+    if not isinstance(result, AcceptServer):
+        return None, (
+            f"{type(result).__name__} for {where} breaks a local foreign key (the row references"
+            " a row this device does not have, or local rows still reference it); return"
+            " AcceptServer, or a payload whose references exist locally"
+        )
+    async with runtime.transaction() as conn:
+        seen = (await load_attachment(conn)).last_bundle_seq_seen
+    if context.server_row_version <= seen:
+        # Not expected (the device would have pulled that version before editing the row);
+        # the pull will not deliver the row again, so say how to refresh it.
+        _log.warning(
+            "server wins for %s, but its row version %d depends on rows missing here and is"
+            " not newer than the checkpoint %d: the local row stays stale until the server"
+            " changes it again; rebuild() refreshes it", where, context.server_row_version, seen,
+        )
+    else:
+        _log.info("server wins for %s; its row arrives with the rows it depends on at the next"
+                  " pull", where)
+    return ConflictPlan(plan.info, plan.key_json, None, False, None, False, None), ""
 
 
 async def apply_conflict_plan(
@@ -387,6 +471,7 @@ async def _execute(conn: AsyncConnection, managed: ManagedSchema, plan: Conflict
     requeued_payload: str | None = None
     if plan.delete_local:
         await delete_row(conn, info, local_pk)
+        await _drop_cascaded_intents(conn, managed, info)
     elif plan.write is not None:
         await upsert_row(conn, info, plan.write, key=local_pk)
         requeued_payload = await serialize_row(conn, info, local_pk)
@@ -405,3 +490,48 @@ async def _execute(conn: AsyncConnection, managed: ManagedSchema, plan: Conflict
                 )
             ],
         )
+
+
+def _referencing_tables(managed: ManagedSchema, root: str) -> list[TableInfo]:
+    """``root`` and every managed table referencing it, directly or through other tables."""
+    found = {root}
+    grew = True
+    while grew:
+        grew = False
+        for info in managed.tables:
+            if info.name not in found and any(
+                fk.ref_table.lower() in found for fk in info.foreign_keys
+            ):
+                found.add(info.name)
+                grew = True
+    return [info for info in managed.tables if info.name in found]
+
+
+async def _drop_cascaded_intents(
+    conn: AsyncConnection, managed: ManagedSchema, root: TableInfo
+) -> None:
+    """Turn dirty upserts of rows that a local ``ON DELETE CASCADE`` just removed into deletes.
+
+    The authoritative delete cascades with capture suppressed, so a child the user inserted
+    or edited keeps a dirty payload for a row that is gone; pushed, it would re-insert the
+    child under a parent the server deleted and fail the server's foreign-key check on every
+    push. A NULL payload is what capture records for a deletion: a never-pushed child becomes
+    a no-op, a pushed one a DELETE (the server cascaded it too).
+    """
+    for info in _referencing_tables(managed, root.name):
+        rows = await fetch_all(
+            conn,
+            "SELECT key_json FROM _sync_dirty_rows WHERE schema_name = ? AND table_name = ?"
+            " AND payload IS NOT NULL",
+            (managed.schema, info.name),
+        )
+        keys = [str(r[0]) for r in rows]
+        live = await live_payloads(conn, info, keys) if keys else {}
+        gone = [(managed.schema, info.name, k) for k in keys if k not in live]
+        if gone:
+            _log.info("dropping %d dirty %s rows removed by a cascade", len(gone), info.name)
+            await conn.exec_driver_sql(
+                "UPDATE _sync_dirty_rows SET op = 'DELETE', payload = NULL"
+                " WHERE schema_name = ? AND table_name = ? AND key_json = ?",
+                gone,
+            )

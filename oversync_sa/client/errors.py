@@ -333,3 +333,24 @@ class BundleHashMismatchError(ProtocolViolationError):
 
 
 __all__ += ["BundleHashMismatchError"]
+
+
+class ForeignCommittedBundleError(OutboxStateError):
+    """``already_committed`` named a bundle that is not our frozen outbox (§5.5 step 4).
+
+    It proves that another writer committed under our ``(source_id, source_bundle_id)``: a
+    cloned database file, or an install restored from a backup whose source lives on elsewhere.
+    The push recovers on its own by moving the outbox to a fresh source of its own (see
+    :mod:`oversync_sa.client.push`); this error escapes only if even that source collides.
+    """
+
+    def __init__(self, source_id: str, source_bundle_id: int, detail: str) -> None:
+        self.source_id = source_id
+        self.source_bundle_id = source_bundle_id
+        super().__init__(
+            f"already_committed bundle does not match the frozen outbox: {detail}"
+            f" (source {source_id}, source bundle {source_bundle_id})"
+        )
+
+
+__all__ += ["ForeignCommittedBundleError"]

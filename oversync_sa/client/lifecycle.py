@@ -13,6 +13,9 @@ Deliberate differences from the Go client (CLIENT.md §12):
 * §12.41: Open's anonymous capture serialises rows with the triggers' own ``json_object``
   expressions, so captured payloads are byte-identical to trigger captures.
 * §12.43: Detach defers foreign keys before clearing tables.
+* §12.29: connect reports outbox rows as pending too, and the unsent rows of a lost
+  initialization lease stay with that lease's user (``lease`` module): attaching them carries
+  the rows over the remote replace, attaching another user is refused, detach is blocked.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from oversync_sa._crashpoints import crash_point
 from oversync_sa.client.encoding import key_json_sql, payload_json_sql, quote_identifier
 from oversync_sa.client.errors import (
     AttachBindingConflictError,
@@ -53,6 +57,7 @@ from oversync_sa.client.state import (
     OperationState,
     clear_managed_tables,
     count_dirty_rows,
+    count_outbox_rows,
     ensure_connected,
     ensure_source,
     fresh_source_id,
@@ -188,7 +193,7 @@ def _connected(runtime: ClientRuntime, user_id: str, initialization_id: str) -> 
 
 async def _status(runtime: ClientRuntime) -> SyncStatus:
     async with runtime.transaction() as conn:
-        return await read_sync_status(conn)
+        return await read_sync_status(conn, runtime.counters)
 
 
 async def _check_capabilities(runtime: ClientRuntime) -> None:
@@ -262,12 +267,40 @@ async def attach(runtime: ClientRuntime, user_id: str) -> AttachResult:
         )
     if attachment.attached and attachment.attached_user_id:
         raise AttachBindingConflictError(attachment.attached_user_id, user_id)
+    await _refuse_lost_seed_of_another_user(runtime, attachment, user_id)
 
     await _check_capabilities(runtime)
     async with runtime.transaction() as conn:
-        pending_rows = await count_dirty_rows(conn) > 0
+        pending_rows = await _local_pending_rows(conn) > 0
     response = await _connect(runtime, pending_rows)
+    crash_point("client.attach.connect_reply")
     return await _resolve(runtime, user_id, response)
+
+
+async def _local_pending_rows(conn: AsyncConnection) -> int:
+    """Rows the connect must report: dirty *and* frozen ones.
+
+    Go counts only dirty rows (CLIENT.md §12.29), so a device whose rows sit in the outbox
+    claims to be empty and, on an initialized scope, has them wiped by the remote replace.
+    """
+    return await count_dirty_rows(conn) + await count_outbox_rows(conn)
+
+
+async def _refuse_lost_seed_of_another_user(
+    runtime: ClientRuntime, attachment: AttachmentState, user_id: str
+) -> None:
+    """Unsent rows of a lost initialization lease belong to that lease's user (``lease``)."""
+    owner = attachment.lost_seed_user_id
+    if not owner or owner == user_id:
+        return
+    async with runtime.transaction() as conn:
+        pending = await _local_pending_rows(conn)
+    if pending:
+        raise AttachLocalStateConflictError(
+            f"{pending} unsynced rows of user {owner!r} are pending after its initialization"
+            f" lease was lost; attach {owner!r} again to push them before attaching"
+            f" {user_id!r}"
+        )
 
 
 async def _resolve(runtime: ClientRuntime, user_id: str, response: ConnectResponse) -> AttachResult:
@@ -300,9 +333,11 @@ async def _resolve(runtime: ClientRuntime, user_id: str, response: ConnectRespon
         operation = OperationState(kind=OperationKind.REMOTE_REPLACE, target_user_id=user_id)
         async with runtime.transaction() as conn:
             attachment = await load_attachment(conn)
+            # Keeping the lost seed's owner tells the replace to carry its rows over (§12.29).
+            owner = user_id if attachment.lost_seed_user_id == user_id else ""
             await save_attachment(
                 conn,
-                replace(attachment, binding_state=BindingState.ANONYMOUS, attached_user_id="",
+                replace(attachment, binding_state=BindingState.ANONYMOUS, attached_user_id=owner,
                       pending_initialization_id=""),
             )
             await save_operation(conn, operation)
@@ -342,6 +377,7 @@ async def detach(runtime: ClientRuntime) -> DetachResult:
             conn, runtime.schema, (t.name for t in runtime.managed.tables)
         )
         await conn.exec_driver_sql("DELETE FROM _sync_snapshot_stage")
+        crash_point("client.detach.cleared")
         await set_apply_mode(conn, False)
         attachment = await load_attachment(conn)
         source_id = await _source_for_next_user(conn, attachment.current_source_id)
@@ -389,7 +425,7 @@ async def pending_sync_status(runtime: ClientRuntime) -> PendingSyncStatus:
 async def sync_status(runtime: ClientRuntime) -> SyncStatus:
     async with runtime.transaction() as conn:
         await ensure_connected(runtime, conn, "SyncStatus()")
-        return await read_sync_status(conn)
+        return await read_sync_status(conn, runtime.counters)
 
 
 async def source_info(runtime: ClientRuntime) -> SourceInfo:

@@ -24,6 +24,7 @@ from typing import Any, Final
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from oversync_sa._crashpoints import crash_point
 from oversync_sa.client.encoding import (
     local_payload_to_wire,
     local_pk_from_key_json,
@@ -50,6 +51,7 @@ __all__ = [
     "mark_committed_remote",
     "outbox_intents",
     "requeue",
+    "retarget_outbox",
 ]
 
 _log = logging.getLogger("oversync_sa.client.push")
@@ -315,7 +317,8 @@ async def freeze_outbox(
         wire_payload = None
         if op is not Op.DELETE:
             wire = local_payload_to_wire(info, str(payload), key=local_pk)
-            wire_payload = canonical_json(wire).decode("utf-8")
+            # Exact integers on the wire (Go rounds beyond 2^53, CLIENT.md §12.39).
+            wire_payload = canonical_json(wire, exact_integers=True).decode("utf-8")
         row = OutboxRow(
             row_ordinal=-1,
             schema=str(schema),
@@ -354,6 +357,7 @@ async def freeze_outbox(
         rows=frozen,
     )
     await _write_bundle(conn, bundle)
+    crash_point("client.outbox.freeze")
     _log.info(
         "froze %d rows into source bundle %d of source %s",
         bundle.row_count, source_bundle_id, source_id,
@@ -446,4 +450,19 @@ async def discard_outbox(conn: AsyncConnection, source_bundle_id: int) -> None:
         "UPDATE _sync_outbox_bundle SET state = 'none', source_id = '', source_bundle_id = 0,"
         " canonical_request_hash = '', row_count = 0, initialization_id = '',"
         " remote_bundle_hash = '', remote_bundle_seq = 0 WHERE singleton_key = 1"
+    )
+
+
+async def retarget_outbox(conn: AsyncConnection, source_id: str) -> None:
+    """Re-address the frozen outbox as ``(source_id, 1)`` and make it ``prepared`` again.
+
+    Only for a source that the server has never seen: the rows, their order, ops and bases are
+    kept verbatim (§12.6), only the tuple they are pushed under changes. Any ``committed_remote``
+    bookkeeping is dropped because it described another writer's bundle, not ours.
+    """
+    await conn.exec_driver_sql("UPDATE _sync_outbox_rows SET source_bundle_id = 1")
+    await conn.exec_driver_sql(
+        "UPDATE _sync_outbox_bundle SET state = ?, source_id = ?, source_bundle_id = 1,"
+        " remote_bundle_hash = '', remote_bundle_seq = 0 WHERE singleton_key = 1",
+        (OutboxState.PREPARED.value, source_id),
     )

@@ -11,7 +11,9 @@ and keys are independent under deferred FKs, so grouping is safe once duplicate 
 collapsed to their last occurrence (the state sequential application would leave).
 
 Deliberate differences from Go: a page with ``has_more`` but no bundles before the ceiling is a
-protocol error (Go loops forever, §12.44); rows of a foreign schema are rejected.
+protocol error (Go loops forever, §12.44); rows of a foreign schema are rejected; a pull from
+checkpoint 0 whose first bundle is not bundle 1 is treated as ``history_pruned`` (the server
+silently skips pruned history for ``after_bundle_seq = 0``; Go's client loses those rows).
 """
 
 from __future__ import annotations
@@ -20,14 +22,11 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
+from oversync_sa._crashpoints import crash_point
+from oversync_sa.client.bulk_apply import ResolvedRow, apply_resolved
 from oversync_sa.client.encoding import (
     SqlValue,
     WirePayload,
-    delete_sql,
-    local_pk_to_sql,
-    upsert_sql,
     wire_key_codec,
     wire_payload_decoder,
 )
@@ -39,7 +38,7 @@ from oversync_sa.client.errors import (
     RebuildRequiredError,
     SourceRecoveryRequiredError,
 )
-from oversync_sa.client.local_schema import SYNC_TIMESTAMP_SQL, fetch_all
+from oversync_sa.client.local_schema import fetch_all
 from oversync_sa.client.progress import report_progress
 from oversync_sa.client.results import RemoteSyncOutcome, RemoteSyncReport, SyncStatus
 from oversync_sa.client.runtime import ClientRuntime
@@ -52,7 +51,6 @@ from oversync_sa.client.state import (
     load_operation,
     read_sync_status,
 )
-from oversync_sa.client.triggers import set_apply_mode
 from oversync_sa.client.validation import TableInfo
 from oversync_sa.errors import HistoryPrunedError
 from oversync_sa.wire import Bundle, Op, PullResponse
@@ -62,14 +60,6 @@ __all__ = ["apply_bundle", "check_pull_preconditions", "pull_to_stable", "valida
 _log = logging.getLogger("oversync_sa.client.pull")
 
 _OPERATION: Final = "PullToStable()"
-_IN_BATCH: Final = 500
-_UPSERT_ROW_STATE: Final = (
-    "INSERT INTO _sync_row_state (schema_name, table_name, key_json, row_version, deleted,"
-    f" updated_at) VALUES (?, ?, ?, ?, ?, {SYNC_TIMESTAMP_SQL})"
-    " ON CONFLICT (schema_name, table_name, key_json) DO UPDATE SET"
-    " row_version = excluded.row_version, deleted = excluded.deleted,"
-    " updated_at = excluded.updated_at"
-)
 
 
 async def check_pull_preconditions(runtime: ClientRuntime) -> None:
@@ -120,8 +110,7 @@ def validate_pull_page(page: PullResponse, after: int) -> None:
         previous = bundle.bundle_seq
 
 
-#: A resolved row: (local_pk, row_version, SQL values or ``None`` for a delete).
-_Resolved = tuple[str, int, tuple[SqlValue, ...] | None]
+_Resolved = ResolvedRow
 
 
 def _table(runtime: ClientRuntime, schema: str, table: str) -> TableInfo:
@@ -135,23 +124,6 @@ def _table(runtime: ClientRuntime, schema: str, table: str) -> TableInfo:
         raise ProtocolViolationError(
             "pull_request", f"table {table} is not configured for sync"
         ) from None
-
-
-async def _known_versions(
-    conn: AsyncConnection, schema: str, table: str, keys: list[str]
-) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for start in range(0, len(keys), _IN_BATCH):
-        batch = keys[start : start + _IN_BATCH]
-        marks = ", ".join("?" for _ in batch)
-        for key_json, version in await fetch_all(
-            conn,
-            "SELECT key_json, row_version FROM _sync_row_state WHERE schema_name = ?"
-            f" AND table_name = ? AND key_json IN ({marks})",
-            (schema, table, *batch),
-        ):
-            found[str(key_json)] = int(version)
-    return found
 
 
 def _resolve(
@@ -193,47 +165,9 @@ async def apply_bundle(runtime: ClientRuntime, bundle: Bundle) -> int:
     Returns how many rows were written (rows already at or past their version are skipped).
     """
     by_table = _resolve(runtime, bundle)
-    schema = runtime.schema
-    written = 0
     async with runtime.transaction() as conn:
-        await conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
-        await set_apply_mode(conn, True)
-        has_dirty = await count_dirty_rows(conn) > 0
-        for table, (info, rows) in by_table.items():
-            known = await _known_versions(conn, schema, table, list(rows))
-            # Idempotence: a row already at (or past) this version was applied before.
-            fresh = [
-                (key_json, row) for key_json, row in rows.items()
-                if known.get(key_json, 0) < row[1]
-            ] if known else list(rows.items())
-            if not fresh:
-                continue
-            upserts = [row[2] for _, row in fresh if row[2] is not None]
-            deletes = [
-                (local_pk_to_sql(info, row[0]),) for _, row in fresh if row[2] is None
-            ]
-            if upserts:
-                await conn.exec_driver_sql(upsert_sql(info), upserts)
-            if deletes:
-                await conn.exec_driver_sql(delete_sql(info), deletes)
-            await conn.exec_driver_sql(
-                _UPSERT_ROW_STATE,
-                [(schema, table, key_json, row[1], int(row[2] is None))
-                 for key_json, row in fresh],
-            )
-            if has_dirty:
-                await conn.exec_driver_sql(
-                    "DELETE FROM _sync_dirty_rows WHERE schema_name = ? AND table_name = ?"
-                    " AND key_json = ?",
-                    [(schema, table, key_json) for key_json, _ in fresh],
-                )
-            written += len(fresh)
-        await conn.exec_driver_sql(
-            "UPDATE _sync_attachment_state SET last_bundle_seq_seen ="
-            " MAX(last_bundle_seq_seen, ?) WHERE singleton_key = 1",
-            (bundle.bundle_seq,),
-        )
-        await set_apply_mode(conn, False)
+        written = await apply_resolved(conn, runtime.schema, by_table, bundle.bundle_seq)
+        crash_point("client.pull.applied")
     return written
 
 
@@ -271,6 +205,17 @@ async def pull_to_stable(
             _log.info("pull after %d hit pruned history; rebuilding from snapshot", after)
             return await rebuild_keep_source(runtime, progress)
         validate_pull_page(page, after)
+        if after == 0 and page.bundles and page.bundles[0].bundle_seq > 1:
+            # The server skips the floor check for after_bundle_seq = 0 and silently starts
+            # above it (SERVER.md §6.2), so a device whose checkpoint is still 0 (it
+            # initialized the scope empty or seeded it) would skip pruned bundles for good.
+            # Bundle seqs are contiguous per user, so a gap before the first one is pruned
+            # history: hydrate from a snapshot instead, as history_pruned would.
+            _log.info(
+                "pull from checkpoint 0 starts at bundle %d (history pruned below it);"
+                " rebuilding from snapshot", page.bundles[0].bundle_seq,
+            )
+            return await rebuild_keep_source(runtime, progress)
         if target == 0:
             target = page.stable_bundle_seq
         elif page.stable_bundle_seq != target:
@@ -289,6 +234,7 @@ async def pull_to_stable(
                 RemoteSyncOutcome.APPLIED_INCREMENTAL if applied
                 else RemoteSyncOutcome.ALREADY_AT_TARGET
             )
+            runtime.counters.pulls += 1
             return RemoteSyncReport(outcome, await _status(runtime))
         if not page.bundles:
             raise ProtocolViolationError(
@@ -303,4 +249,4 @@ async def pull_to_stable(
 
 async def _status(runtime: ClientRuntime) -> SyncStatus:
     async with runtime.transaction() as conn:
-        return await read_sync_status(conn)
+        return await read_sync_status(conn, runtime.counters)

@@ -16,13 +16,15 @@ of §8.5; a structured conflict goes to the resolver (§6) and the push retries 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
+from oversync_sa._crashpoints import crash_point
 from oversync_sa.client import snapshot
 from oversync_sa.client.conflicts import ConflictResolver, resolve_conflict
 from oversync_sa.client.errors import (
     DestructiveTransitionInProgressError,
+    ForeignCommittedBundleError,
     OutboxStateError,
     ProtocolViolationError,
     PushConflictRetryExhaustedError,
@@ -30,12 +32,14 @@ from oversync_sa.client.errors import (
     SourceRecoveryRequiredError,
     SourceReplacementDivergedError,
 )
+from oversync_sa.client.lease import drop_initialization_lease
 from oversync_sa.client.outbox import (
     OutboxBundle,
     OutboxState,
     freeze_outbox,
     load_outbox,
     mark_committed_remote,
+    retarget_outbox,
 )
 from oversync_sa.client.progress import ProgressCallback, report_progress
 from oversync_sa.client.replay import (
@@ -55,25 +59,24 @@ from oversync_sa.client.results import (
 )
 from oversync_sa.client.runtime import ClientRuntime
 from oversync_sa.client.state import (
-    BindingState,
     OperationKind,
     OperationState,
     count_dirty_rows,
     ensure_connected,
     ensure_source,
     fresh_source_id,
-    load_attachment,
     load_operation,
     read_sync_status,
-    save_attachment,
     save_operation,
     set_rebuild_required,
+    switch_source,
 )
 from oversync_sa.client.transport import run_with_retry
 from oversync_sa.errors import (
     InitializationExpiredError,
     InitializationStaleError,
     PushConflictError,
+    PushSessionInvalidError,
     SourceRetiredError,
     WireError,
 )
@@ -137,6 +140,8 @@ async def push_pending(
     for retry in range(MAX_PUSH_CONFLICT_AUTO_RETRIES + 1):
         outcome = await _push_once(runtime, chosen, counters, progress)
         if outcome is not None:
+            if outcome is PushOutcome.COMMITTED:
+                runtime.counters.pushes += 1
             return PushReport(outcome, await _status(runtime))
         async with runtime.transaction() as conn:
             remaining = await count_dirty_rows(conn)
@@ -151,7 +156,7 @@ async def push_pending(
 
 async def _status(runtime: ClientRuntime) -> SyncStatus:
     async with runtime.transaction() as conn:
-        return await read_sync_status(conn)
+        return await read_sync_status(conn, runtime.counters)
 
 
 async def _push_once(
@@ -159,8 +164,14 @@ async def _push_once(
     resolver: ConflictResolver | None,
     stats: PushTransferStats,
     progress: ProgressCallback | None,
+    *,
+    failed_over: bool = False,
 ) -> PushOutcome | None:
-    """One attempt; ``None`` when a conflict was resolved and the caller decides what next."""
+    """One attempt; ``None`` when a conflict was resolved and the caller decides what next.
+
+    A foreign ``already_committed`` bundle moves the outbox to a fresh source once and pushes
+    again; a second collision (on a source id nobody else can know) is raised, never looped.
+    """
     await _check_preconditions(runtime)
     if runtime.uploads_paused:
         return PushOutcome.SKIPPED_PAUSED
@@ -183,14 +194,21 @@ async def _push_once(
         await resolve_conflict(runtime, bundle, conflict, resolver)
         return None
 
+    crash_point("client.push.before_replay")
     hook = runtime.hooks.take("before_push_replay")
     if hook is not None:
         await hook(None)
-    async with authoritative_transaction(runtime) as conn:
-        await replay_committed_bundle(
-            conn, runtime.managed, committed.bundle, committed.commit,
-            already_committed=committed.already_committed,
-        )
+    try:
+        async with authoritative_transaction(runtime) as conn:
+            await replay_committed_bundle(
+                conn, runtime.managed, committed.bundle, committed.commit,
+                already_committed=committed.already_committed,
+            )
+    except ForeignCommittedBundleError as foreign:
+        if failed_over:
+            raise
+        await _fail_over_to_fresh_source(runtime, foreign)
+        return await _push_once(runtime, resolver, stats, progress, failed_over=True)
     return PushOutcome.COMMITTED
 
 
@@ -246,7 +264,7 @@ async def _commit_and_fetch(
         initialization_id=runtime.pending_initialization_id,
     )
     try:
-        created = await runtime.transport.create_push_session(request)
+        created = await _create_push_session(runtime, request)
     except WireError as exc:
         await _on_rejection(runtime, bundle, exc, _CREATE_RECOVERY_CODES)
         raise
@@ -267,6 +285,37 @@ async def _commit_and_fetch(
     runtime.pending_initialization_id = ""
     await _fetch_committed(runtime, commit, stats)
     return _Committed(bundle, commit, already)
+
+
+async def _create_push_session(
+    runtime: ClientRuntime, request: PushSessionCreateRequest
+) -> PushSessionCreateResponse:
+    """Create the push session, recognising a seed push whose commit reply was lost.
+
+    The server checks the scope before it looks for a committed tuple (SERVER.md §11.10): once
+    our seed commit made the scope INITIALIZED, re-sending the lease id is answered
+    ``push_session_invalid``, never ``already_committed``. A crash between that commit and
+    persisting its reply would then block every later push, so the tuple is asked for again
+    without the id. If it is not committed, someone else initialised the scope after our lease
+    ended: the lease is dropped as for ``initialization_stale`` (§4.10) and the error raised.
+    """
+    try:
+        return await runtime.transport.create_push_session(request)
+    except PushSessionInvalidError:
+        if not request.initialization_id:
+            raise
+        retry = PushSessionCreateRequest(
+            source_bundle_id=request.source_bundle_id,
+            planned_row_count=request.planned_row_count,
+        )
+        created = await runtime.transport.create_push_session(retry)
+        if created.status is PushSessionStatus.ALREADY_COMMITTED:
+            _log.info("seed bundle %d was committed before a lost reply",
+                      request.source_bundle_id)
+            return created
+        await runtime.transport.delete_push_session(created.push_id)
+        await drop_initialization_lease(runtime)
+        raise
 
 
 def _already_committed(
@@ -326,12 +375,14 @@ async def _upload_and_commit(
                     f" next {reply.next_expected_row_ordinal}, expected {start + len(rows)}",
                 )
             stats.chunks_uploaded += 1
+            crash_point("client.push.chunk_uploaded")
             await report_progress(progress, start + len(rows), bundle.row_count)
         hook = runtime.hooks.take("before_push_commit")
         if hook is not None:
             await hook(None)
         try:
             reply_commit = await runtime.transport.commit_push_session(push_id)
+            crash_point("client.push.commit_replied")
         except WireError as exc:
             await _on_rejection(runtime, bundle, exc, _COMMIT_RECOVERY_CODES)
             raise
@@ -398,7 +449,7 @@ async def _on_rejection(
     """Durable reactions to a push rejection; the caller re-raises ``error`` if this returns."""
     code = error.code
     if isinstance(error, InitializationExpiredError | InitializationStaleError):
-        await _drop_initialization_lease(runtime)
+        await drop_initialization_lease(runtime)
         return
     if code not in recovery_codes:
         return
@@ -409,24 +460,6 @@ async def _on_rejection(
     preferred = error.replaced_by_source_id if isinstance(error, SourceRetiredError) else ""
     await _enter_source_recovery(runtime, SourceRecoveryCode(code), preferred)
     raise SourceRecoveryRequiredError(code, error.message) from error
-
-
-async def _drop_initialization_lease(runtime: ClientRuntime) -> None:
-    """§4.10: a stale/expired seed lease disconnects; the outbox is kept for the next attach."""
-    async with runtime.transaction() as conn:
-        attachment = await load_attachment(conn)
-        await save_attachment(
-            conn,
-            replace(
-                attachment,
-                binding_state=BindingState.ANONYMOUS,
-                attached_user_id="",
-                pending_initialization_id="",
-            ),
-        )
-        await save_operation(conn, OperationState())
-    runtime.disconnect()
-    _log.warning("initialization lease lost; attach again to continue pushing")
 
 
 async def _enter_source_recovery(
@@ -448,4 +481,31 @@ async def _enter_source_recovery(
                 replacement_source_id=chosen,
             ),
         )
-    _log.warning("source %s rejected (%s); source recovery required", runtime.source_id, code)
+    _log.warning(
+        "source %s rejected (%s); source recovery required", runtime.source_id, code,
+        extra={"user": runtime.user_id, "source_id": runtime.source_id, "reason": code.value},
+    )
+
+
+async def _fail_over_to_fresh_source(
+    runtime: ClientRuntime, foreign: ForeignCommittedBundleError
+) -> None:
+    """Leave a source that another writer commits under; keep every local change.
+
+    The mismatch proves that ``(source, bundle id)`` belongs to someone else (a cloned database,
+    or a twin that already pushes as the replacement a ``source_retired`` answer named). A
+    rotated rebuild would retire that source *for the other writer too*, which would then rotate
+    in turn and retire ours - so the outbox moves, verbatim, to a fresh source id instead, which
+    the server accepts as ``(fresh, 1)`` like any new install's (SERVER.md §7.2). The foreign
+    bundle is not applied here; the next pull brings it like any other. Dirty rows, local
+    tables and the checkpoint are untouched.
+    """
+    old = runtime.source_id
+    async with runtime.transaction() as conn:
+        new = await fresh_source_id(conn, avoid=(old, foreign.source_id))
+        await switch_source(conn, old, new)
+        await retarget_outbox(conn, new)
+        await reset_push_stage(conn)
+    runtime.source_id = new
+    _log.warning("%s; another writer uses source %s, continuing as fresh source %s",
+                 foreign, old, new)

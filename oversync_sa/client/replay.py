@@ -25,6 +25,7 @@ from typing import Any, Final
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from oversync_sa._crashpoints import crash_point
 from oversync_sa.client.encoding import (
     delete_sql,
     key_json_sql,
@@ -40,6 +41,7 @@ from oversync_sa.client.encoding import (
 )
 from oversync_sa.client.errors import (
     BundleHashMismatchError,
+    ForeignCommittedBundleError,
     OutboxStateError,
     ProtocolViolationError,
 )
@@ -158,10 +160,14 @@ async def delete_row_states(
 
 
 def payloads_equal(left: str | bytes | None, right: str | bytes | None) -> bool:
-    """Canonical payload equality of §5.3 (``1`` = ``1.0``, member order irrelevant)."""
+    """Canonical payload equality of §5.3 (``1`` = ``1.0``, member order irrelevant).
+
+    Integers compare exactly: under Go's float64 equality an edit of a value beyond 2^53 by
+    less than its float64 spacing would look unchanged and be overwritten (CLIENT.md §12.39).
+    """
     if left is None or right is None:
         return left is None and right is None
-    return canonicalize(left) == canonicalize(right)
+    return canonicalize(left, exact_integers=True) == canonicalize(right, exact_integers=True)
 
 
 async def live_payloads(
@@ -442,6 +448,7 @@ async def replay_committed_bundle(
                        decision.payload)
             )
     await write_row_states(conn, managed.schema, row_states)
+    crash_point("client.replay.applied")
     if consumed:
         await conn.exec_driver_sql(
             "DELETE FROM _sync_dirty_rows WHERE schema_name = ? AND table_name = ?"
@@ -468,6 +475,12 @@ async def replay_committed_bundle(
     _log.info(
         "replayed bundle %d: %d rows applied, %d local intents requeued",
         commit.bundle_seq, applied, requeued,
+        extra={
+            "source_id": commit.source_id,
+            "source_bundle_id": commit.source_bundle_id,
+            "bundle_seq": commit.bundle_seq,
+            "rows": applied,
+        },
     )
     return result
 
@@ -480,10 +493,8 @@ def _prove_outbox(
 ) -> None:
     """Fail unless the committed rows are our frozen rows (§5.5 step 4)."""
 
-    def fail(message: str) -> OutboxStateError:
-        return OutboxStateError(
-            f"already_committed bundle does not match the frozen outbox: {message}"
-        )
+    def fail(message: str) -> ForeignCommittedBundleError:
+        return ForeignCommittedBundleError(bundle.source_id, bundle.source_bundle_id, message)
 
     if len(staged) != bundle.row_count:
         raise fail(f"{len(staged)} committed rows, {bundle.row_count} frozen")

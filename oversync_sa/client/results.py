@@ -25,6 +25,7 @@ __all__ = [
     "RestoreSummary",
     "SourceInfo",
     "SourceRecoveryCode",
+    "SyncCounters",
     "SyncReport",
     "SyncStatus",
     "SyncThenDetachResult",
@@ -84,10 +85,35 @@ class PendingSyncStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncCounters:
+    """What this client instance did since it was created (in memory: a restart resets them).
+
+    ``pushes``: push calls that committed a bundle. ``pulls``: pulls that applied bundles or
+    found the client already current (a pull that fell back to a snapshot counts as a rebuild
+    instead). ``rebuilds``: completed snapshot rebuilds, explicit or automatic (pruned history,
+    source recovery). ``conflicts_resolved``: push conflicts the resolver settled.
+    """
+
+    pushes: int = 0
+    pulls: int = 0
+    rebuilds: int = 0
+    conflicts_resolved: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class SyncStatus:
+    """The client's sync state.
+
+    ``dirty_queue_depth`` is the number of local changes not yet on the server (dirty rows plus
+    rows of a prepared outbox bundle). ``counters`` are the client's in-memory
+    :class:`SyncCounters` at the time the status was read.
+    """
+
     authority: AuthorityStatus
     pending: PendingSyncStatus
     last_bundle_seq_seen: int
+    dirty_queue_depth: int = 0
+    counters: SyncCounters = SyncCounters()
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,11 @@ default, a new primary-key/unique column, and a table dropped from the models wh
 has pending rows. Tightening nullability or CHECK constraints of existing columns is not applied
 (it needs a table rebuild and loses nothing); rebuild such tables yourself if you need it.
 A table dropped from the models without pending rows is *retired*: its capture triggers are
-removed, its rows kept (``detach`` still clears them, §4.5).
+removed and its replicated row state is forgotten, its rows kept as local data (``detach`` still
+clears them, §4.5). A retired table that comes back is not trusted: on an attached database its
+rows are dropped and the pull checkpoint rewinds so the next pull restores it from the server
+(:mod:`oversync_sa.client.table_set`). :func:`reconcile_table_set` applies the same two rules to
+a client built from a plain ``ClientConfig``.
 """
 
 from __future__ import annotations
@@ -45,7 +49,13 @@ from sqlalchemy.schema import CreateColumn
 from oversync_sa.client.config import ClientConfig
 from oversync_sa.client.encoding import local_pk_from_key_json, quote_identifier, serialize_row
 from oversync_sa.client.local_schema import fetch_all, initialize_database, record_managed_table
-from oversync_sa.client.triggers import drop_triggers, install_triggers
+from oversync_sa.client.table_set import (
+    reentering_tables,
+    registered_tables,
+    rehydrate_tables,
+    retire_table,
+)
+from oversync_sa.client.triggers import install_triggers
 from oversync_sa.client.validation import ManagedSchema, validate_managed_tables
 from oversync_sa.errors import OversyncError
 
@@ -57,6 +67,7 @@ __all__ = [
     "SchemaUpgradeReport",
     "apply_schema_upgrade",
     "plan_schema_upgrade",
+    "reconcile_table_set",
     "upgrade_schema",
     "upgrade_schema_in",
 ]
@@ -131,10 +142,14 @@ class SchemaUpgradeReport:
     plan: SchemaPlan
     refreshed_triggers: tuple[str, ...] = ()
     rewritten_dirty_rows: int = 0
+    #: Re-entering tables whose local rows were dropped to be pulled again (``table_set``).
+    rehydrated_tables: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
-        return not self.plan.empty or bool(self.refreshed_triggers or self.rewritten_dirty_rows)
+        return not self.plan.empty or bool(
+            self.refreshed_triggers or self.rewritten_dirty_rows or self.rehydrated_tables
+        )
 
 
 # --------------------------------------------------------------------------- planning
@@ -364,8 +379,9 @@ async def apply_schema_upgrade(
             if index.name in plan.create_indexes:
                 await conn.run_sync(_create_index, index)
     for table_name in plan.retire_tables:
-        await drop_triggers(conn, table_name)
-        _log.info("retired table %s: capture triggers dropped, rows kept", table_name)
+        await retire_table(conn, schema, table_name)
+        _log.info("retired table %s: capture triggers and row state dropped, rows kept",
+                  table_name)
     return plan
 
 
@@ -399,6 +415,34 @@ async def _rewrite_dirty_payloads(
     return rewritten
 
 
+async def reconcile_table_set(conn: AsyncConnection, managed: ManagedSchema) -> tuple[str, ...]:
+    """Retire registered tables that ``managed`` no longer lists; reset re-entering ones.
+
+    Call after validation and before the triggers are installed. A leaving table with pending
+    rows is refused (:class:`DestructiveSchemaChangeError`), as in the model upgrade. Returns
+    the re-entering tables that were dropped to be pulled again (attached databases only).
+    """
+    configured = [info.name for info in managed.tables]
+    leaving = [t for t in await registered_tables(conn, managed.schema) if t not in configured]
+    refused = []
+    for name in leaving:
+        pending = await _pending_rows(conn, managed.schema, name)
+        if pending:
+            refused.append(RefusedChange(
+                name, None, ChangeKind.TABLE_REMOVED_WITH_PENDING_ROWS,
+                f"table left the sync configuration with {pending} unpushed row(s);"
+                " push them first",
+            ))
+    if refused:
+        raise DestructiveSchemaChangeError(refused)
+    for name in leaving:
+        await retire_table(conn, managed.schema, name)
+    reentering = await reentering_tables(conn, managed.schema, configured)
+    if await rehydrate_tables(conn, managed.schema, reentering):
+        return tuple(reentering)
+    return ()
+
+
 async def upgrade_schema_in(
     conn: AsyncConnection, models: Any, config: ClientConfig
 ) -> tuple[ManagedSchema, SchemaUpgradeReport]:
@@ -410,6 +454,7 @@ async def upgrade_schema_in(
     """
     plan = await apply_schema_upgrade(conn, models, config.schema)
     managed = await validate_managed_tables(conn, config)
+    rehydrated = await reconcile_table_set(conn, managed)
     refreshed: list[str] = []
     for info in managed.tables:
         refreshed += await install_triggers(conn, managed.schema, info)
@@ -420,7 +465,7 @@ async def upgrade_schema_in(
     )
     if rewritten:
         _log.info("re-serialised %d pending dirty payload(s) with the new columns", rewritten)
-    return managed, SchemaUpgradeReport(plan, tuple(refreshed), rewritten)
+    return managed, SchemaUpgradeReport(plan, tuple(refreshed), rewritten, rehydrated)
 
 
 async def upgrade_schema(
@@ -448,7 +493,7 @@ async def upgrade_schema(
         prepare_engine(engine)
         effective = config if config is not None else ClientConfig.from_models(models, schema)
         async with engine.connect() as conn:
-            await initialize_database(conn)
+            await initialize_database(conn, default_cache_kib=effective.default_cache_kib)
         async with engine.begin() as conn:
             _managed, report = await upgrade_schema_in(conn, models, effective)
         return report

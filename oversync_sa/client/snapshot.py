@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from oversync_sa._crashpoints import crash_point
 from oversync_sa.client.encoding import (
     SqlValue,
     WirePayload,
@@ -50,6 +51,7 @@ from oversync_sa.client.errors import (
     ProtocolViolationError,
     SourceReplacementDivergedError,
 )
+from oversync_sa.client.lease import restore_dirty_rows, take_dirty_rows
 from oversync_sa.client.local_schema import SYNC_TIMESTAMP_SQL, fetch_all
 from oversync_sa.client.results import RemoteSyncOutcome, RemoteSyncReport, RestoreSummary
 from oversync_sa.client.runtime import ClientRuntime
@@ -116,6 +118,8 @@ class _SwapOptions:
 
     new_source_id: str = ""
     preserve_outbox: bool = False
+    #: Re-apply and keep the dirty rows (a lost seed's, ``lease`` module) over the snapshot.
+    preserve_dirty: bool = False
     clear_source_recovery: bool = False
     advance_source_bundle_floor: int = 0
 
@@ -226,6 +230,7 @@ async def _download(
                     staged,
                 )
         after = chunk.next_row_ordinal
+        crash_point("client.snapshot.chunk_staged")
         await _report(progress, after, session.row_count)
         if not chunk.has_more:
             return
@@ -330,6 +335,8 @@ async def _retarget_outbox(conn: AsyncConnection, target: str) -> None:
     (state,) = await fetch_all(
         conn, "SELECT state FROM _sync_outbox_bundle WHERE singleton_key = 1"
     )
+    if state[0] == "none" and not await count_outbox_rows(conn):
+        return  # nothing frozen, nothing to re-address
     if state[0] != "prepared":
         raise OversyncError(
             "cannot preserve outbox during source recovery when outbox state is"
@@ -352,17 +359,20 @@ async def _swap(
     if not (attachment.attached and attachment.attached_user_id):
         raise AttachRequiredError("Rebuild()")
     await set_apply_mode(conn, True)
+    carried = await take_dirty_rows(conn) if options.preserve_dirty else []
     await clear_managed_tables(
         conn, runtime.schema, (t.name for t in runtime.managed.tables),
         preserve_outbox=options.preserve_outbox,
     )
     applied = await _apply_stage(runtime, conn, session)
+    crash_point("client.snapshot.swap_applied")
     if applied != session.row_count:
         raise ProtocolViolationError(
             "snapshot_apply", f"applied {applied} staged rows, snapshot has {session.row_count}"
         )
     if options.preserve_outbox:
         await _reapply_outbox(runtime, conn)
+    await restore_dirty_rows(conn, runtime.managed, carried)
     target = runtime.source_id
     if options.new_source_id:
         await _retarget_source(runtime, conn, options.new_source_id)
@@ -411,7 +421,17 @@ async def _rebuild_from_snapshot(
             new_source_id=options.new_source_id,
             reason=SourceReplacementReason(reason),
         )
-    session = await _create_session(runtime, replacement)
+    try:
+        session = await _create_session(runtime, replacement)
+    except SourceReplacementDivergedError as diverged:
+        # Another install sharing our source (a clone) already retired it in favour of its own
+        # replacement, and the server accepts no other rotation of it (SERVER.md §7.2), so a
+        # retry would diverge forever. Our reserved id was never sent anywhere else: the server
+        # treats it like a new install's, whose first push activates it. Keep-source snapshots
+        # stay allowed for the retired source.
+        _log.warning("%s; continuing as reserved source %s without a server-side rotation",
+                     diverged, options.new_source_id)
+        session = await _create_session(runtime, None)
     try:
         await _download(runtime, session, progress)
         async with runtime.transaction() as conn:
@@ -421,12 +441,18 @@ async def _rebuild_from_snapshot(
     if options.new_source_id:
         runtime.source_id = options.new_source_id
     await _report(progress, session.row_count, session.row_count)
+    runtime.counters.rebuilds += 1
+    _log.info(
+        "rebuilt from snapshot at bundle %d (%d rows)", session.bundle_seq, session.row_count,
+        extra={"user": runtime.user_id, "source_id": runtime.source_id,
+               "bundle_seq": session.bundle_seq, "rows": session.row_count},
+    )
     return RestoreSummary(bundle_seq=session.bundle_seq, row_count=session.row_count)
 
 
 async def _snapshot_report(runtime: ClientRuntime, restore: RestoreSummary) -> RemoteSyncReport:
     async with runtime.transaction() as conn:
-        status = await read_sync_status(conn)
+        status = await read_sync_status(conn, runtime.counters)
     return RemoteSyncReport(RemoteSyncOutcome.APPLIED_SNAPSHOT, status, restore)
 
 
@@ -465,7 +491,7 @@ async def rebuild(
                 )
     if runtime.downloads_paused:
         async with runtime.transaction() as conn:
-            status = await read_sync_status(conn)
+            status = await read_sync_status(conn, runtime.counters)
         return RemoteSyncReport(RemoteSyncOutcome.SKIPPED_PAUSED, status)
     if operation.kind is not OperationKind.SOURCE_RECOVERY:
         return await rebuild_keep_source(runtime, progress)
@@ -517,6 +543,8 @@ async def finalize_remote_replace(
     async with runtime.transaction() as conn:
         await ensure_source(conn, runtime.source_id)
         attachment = await load_attachment(conn)
+        # The rows of this user's lost seed are kept as pending changes (§12.29, ``lease``).
+        preserve = attachment.lost_seed_user_id == operation.target_user_id != ""
         await save_attachment(
             conn,
             replace(attachment, current_source_id=runtime.source_id,
@@ -526,7 +554,7 @@ async def finalize_remote_replace(
                     rebuild_required=False, pending_initialization_id=""),
         )
         await save_operation(conn, operation.without_stage())
-        await _swap(runtime, conn, session, _SwapOptions())
+        await _swap(runtime, conn, session, _SwapOptions(preserve_dirty=preserve))
     await _report(progress, session.row_count, session.row_count)
     return RestoreSummary(bundle_seq=session.bundle_seq, row_count=session.row_count)
 

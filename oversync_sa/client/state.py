@@ -16,10 +16,16 @@ from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from oversync_sa.client.counters import ClientCounters
 from oversync_sa.client.encoding import quote_identifier
 from oversync_sa.client.errors import AttachRequiredError, OpenRequiredError
 from oversync_sa.client.local_schema import fetch_all
-from oversync_sa.client.results import AuthorityStatus, PendingSyncStatus, SyncStatus
+from oversync_sa.client.results import (
+    AuthorityStatus,
+    PendingSyncStatus,
+    SyncCounters,
+    SyncStatus,
+)
 from oversync_sa.client.runtime import ClientRuntime
 from oversync_sa.errors import OversyncError
 
@@ -43,6 +49,7 @@ __all__ = [
     "save_attachment",
     "save_operation",
     "set_rebuild_required",
+    "switch_source",
 ]
 
 
@@ -81,6 +88,15 @@ class AttachmentState:
 
     def attached_to(self, user_id: str) -> bool:
         return self.attached and self.attached_user_id == user_id
+
+    @property
+    def lost_seed_user_id(self) -> str:
+        """The user whose initialization lease this (now anonymous) database lost, else ``''``.
+
+        Go clears ``attached_user_id`` with the lease; we keep it so the unsent seed can only
+        go to that user (``oversync_sa.client.lease``, CLIENT.md §12.29).
+        """
+        return "" if self.attached else self.attached_user_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +205,23 @@ async def ensure_source(conn: AsyncConnection, source_id: str) -> None:
     )
 
 
+async def switch_source(conn: AsyncConnection, old_source_id: str, new_source_id: str) -> None:
+    """Make ``new_source_id`` the durable current source, recording that it replaced the old.
+
+    Local bookkeeping only: the caller decides whether the server must hear of it (a rotated
+    rebuild) or not (a source the server has never seen needs no reservation, SERVER.md §7.2).
+    """
+    await ensure_source(conn, new_source_id)
+    await conn.exec_driver_sql(
+        "UPDATE _sync_source_state SET replaced_by_source_id = ? WHERE source_id = ?",
+        (new_source_id, old_source_id),
+    )
+    await conn.exec_driver_sql(
+        "UPDATE _sync_attachment_state SET current_source_id = ? WHERE singleton_key = 1",
+        (new_source_id,),
+    )
+
+
 _MAX_SOURCE_ID_TRIES: Final = 100
 
 
@@ -282,11 +315,15 @@ async def read_pending_status(conn: AsyncConnection) -> PendingSyncStatus:
     return PendingSyncStatus(
         has_pending_sync_data=total > 0,
         pending_row_count=total,
-        blocks_detach=attachment.attached and total > 0,
+        # The rows of a lost seed are the user's unsynced writes, not anonymous ones.
+        blocks_detach=bool(attachment.attached or attachment.lost_seed_user_id) and total > 0,
     )
 
 
-async def read_sync_status(conn: AsyncConnection) -> SyncStatus:
+async def read_sync_status(
+    conn: AsyncConnection, counters: ClientCounters | None = None
+) -> SyncStatus:
+    """The durable status, with a snapshot of ``counters`` (the client's in-memory tally)."""
     attachment = await load_attachment(conn)
     if attachment.pending_initialization_id:
         authority = AuthorityStatus.PENDING_LOCAL_SEED
@@ -299,10 +336,15 @@ async def read_sync_status(conn: AsyncConnection) -> SyncStatus:
             if live[0][0]
             else AuthorityStatus.AUTHORITATIVE_EMPTY
         )
+    pending = await read_pending_status(conn)
+    # pending_row_count adds 1 for an unconsumed initialization lease: not a queued change.
+    lease = 1 if attachment.pending_initialization_id else 0
     return SyncStatus(
         authority=authority,
-        pending=await read_pending_status(conn),
+        pending=pending,
         last_bundle_seq_seen=attachment.last_bundle_seq_seen,
+        dirty_queue_depth=pending.pending_row_count - lease,
+        counters=counters.snapshot() if counters is not None else SyncCounters(),
     )
 
 

@@ -27,6 +27,7 @@ from oversync_sa.litestar.jwt import (
     issue_token,
     verify_token,
 )
+from oversync_sa.litestar.metrics import metrics_route
 from oversync_sa.litestar.plugin import (
     DEFAULT_MAX_BODY_SIZE,
     OversyncPlugin,
@@ -91,6 +92,7 @@ __all__ = [
     "failure_opt",
     "issue_token",
     "json_response",
+    "metrics_route",
     "parse_committed_rows_params",
     "parse_go_int",
     "parse_pull_params",

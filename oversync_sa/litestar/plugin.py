@@ -10,6 +10,7 @@ handlers, and a lifespan hook: the service is bootstrapped before the app serves
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
@@ -19,13 +20,21 @@ from litestar import Litestar, Router
 from litestar.config.app import AppConfig
 from litestar.connection import ASGIConnection
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components
 from litestar.plugins import InitPluginProtocol
 from litestar.types import ControllerRouterHandler, Middleware
 
 from oversync_sa.litestar.actor import Actor, UserIdResolver, actor_dependencies, scope_user_id
 from oversync_sa.litestar.exceptions import exception_handlers
+from oversync_sa.litestar.head_routes import head_guards
 from oversync_sa.litestar.jwt import JWTAuthMiddleware, JWTConfig
-from oversync_sa.litestar.openapi import ContractSchemaPlugin, RawJSONSchemaPlugin
+from oversync_sa.litestar.openapi import (
+    BEARER_AUTH,
+    BEARER_AUTH_SCHEME,
+    ContractSchemaPlugin,
+    RawJSONSchemaPlugin,
+)
 from oversync_sa.litestar.routes import (
     STATUS_ROUTE_HANDLERS,
     SYNC_ROUTE_HANDLERS,
@@ -90,9 +99,14 @@ def create_sync_router(
         if watch_handlers is None
         else tuple(watch_handlers)
     )
+    # HEAD on the GET routes authenticates before its 405, as in Go (see head_routes).
+    heads = head_guards("/watch" if watch_handlers is None else None)
     return Router(
         path=path,
-        route_handlers=[*SYNC_ROUTE_HANDLERS, *watch],
+        route_handlers=[*SYNC_ROUTE_HANDLERS, *watch, *heads],
+        # Documented only when the router checks bearer tokens itself; a host's own auth
+        # documents its own scheme.
+        security=[{BEARER_AUTH: []}] if jwt is not None else None,
         dependencies={
             **actor_dependencies(resolve_user_id),
             **sync_dependencies(SyncContext(service=service, watch_policy=watch_policy)),
@@ -112,6 +126,18 @@ def create_status_router(service: SyncService, *, path: str = "/syncx") -> Route
         dependencies=sync_dependencies(SyncContext(service=service)),
         exception_handlers=exception_handlers,
     )
+
+
+def _with_bearer_scheme(config: OpenAPIConfig) -> OpenAPIConfig:
+    """A copy of ``config`` whose components also define the contract's ``BearerAuth``.
+
+    A copy, because the host's config may be Litestar's shared default instance.
+    """
+    extra = Components(security_schemes={BEARER_AUTH: BEARER_AUTH_SCHEME})
+    existing = config.components if isinstance(config.components, list) else [config.components]
+    updated = copy.copy(config)
+    updated.components = [*existing, extra]
+    return updated
 
 
 class OversyncPlugin(InitPluginProtocol):
@@ -169,6 +195,8 @@ class OversyncPlugin(InitPluginProtocol):
         # end of the list) and without disturbing the iteration over the plugins before it.
         position = app_config.plugins.index(self) + 1 if self in app_config.plugins else 0
         app_config.plugins[position:position] = [ContractSchemaPlugin(), RawJSONSchemaPlugin()]
+        if self._jwt is not None and app_config.openapi_config is not None:
+            app_config.openapi_config = _with_bearer_scheme(app_config.openapi_config)
         app_config.lifespan.append(self.lifespan)
         return app_config
 

@@ -1,7 +1,8 @@
 """Route handlers of the sync protocol (SERVER.md §5, §6, §8, §9; ``two_way_sync.yaml``).
 
 Each handler is a thin translation: read the raw body and path/query values with the Go-faithful
-parsers of :mod:`.decoding` and :mod:`.query`, call the one service function of its endpoint and
+parsers of :mod:`.decoding` and :mod:`.query`, call the one :class:`SyncService` method of its
+endpoint (the facade times each operation for ``ServiceConfig.observer``) and
 write the wire Struct with :func:`.responses.json_response`. Contract errors travel as
 :class:`~oversync_sa.errors.WireError` exceptions to :mod:`.exceptions`; anything unexpected
 becomes the route's ``*_failed`` code declared with :func:`.exceptions.failure_opt`.
@@ -75,7 +76,7 @@ from oversync_sa.errors import (
 from oversync_sa.litestar.actor import ActorDependency, OptionalActorDependency
 from oversync_sa.litestar.decoding import DecodeError, decode_request
 from oversync_sa.litestar.exceptions import failure_opt
-from oversync_sa.litestar.openapi import OptionalBodyOperation
+from oversync_sa.litestar.openapi import OptionalBodyOperation, SyncOperation
 from oversync_sa.litestar.query import (
     parse_committed_rows_params,
     parse_pull_params,
@@ -84,22 +85,7 @@ from oversync_sa.litestar.query import (
 )
 from oversync_sa.litestar.responses import SSE_MEDIA_TYPE, json_response
 from oversync_sa.server.capabilities import WatchPolicy, capabilities
-from oversync_sa.server.committed import fetch_committed_bundle_rows
-from oversync_sa.server.connect import connect
-from oversync_sa.server.pull import pull
-from oversync_sa.server.push_commit import commit_push_session
-from oversync_sa.server.push_sessions import (
-    create_push_session,
-    delete_push_session,
-    upload_push_chunk,
-)
 from oversync_sa.server.service import SyncService
-from oversync_sa.server.snapshot import (
-    create_snapshot_session,
-    delete_snapshot_session,
-    get_snapshot_chunk,
-)
-from oversync_sa.server.status import health, status
 from oversync_sa.wire.models import (
     BundleChangeEvent,
     CapabilitiesResponse,
@@ -252,6 +238,7 @@ _SYNC_TAG: Final = ["sync"]
     "/connect",
     status_code=200,
     operation_id="connect",
+    operation_class=SyncOperation,
     summary="Resolve first-connect account attachment",
     tags=_SYNC_TAG,
     opt=failure_opt(ConnectFailedError, "Failed to resolve connect lifecycle"),
@@ -265,13 +252,14 @@ async def connect_route(
     body = await _decode_body(
         request, ConnectRequest, InvalidRequestError("Failed to parse connect request")
     )
-    return json_response(await connect(sync.service, actor.user_id, actor.source_id, body))
+    return json_response(await sync.service.connect(actor, body))
 
 
 @post(
     "/push-sessions",
     status_code=200,
     operation_id="createPushSession",
+    operation_class=SyncOperation,
     summary="Create or restart chunked push session",
     tags=_SYNC_TAG,
     opt=failure_opt(PushSessionCreateFailedError, "Failed to create push session"),
@@ -298,7 +286,7 @@ async def create_push_session_route(
         PushSessionCreateRequest,
         InvalidRequestError("Failed to parse push session request"),
     )
-    result = await create_push_session(sync.service, actor.user_id, actor.source_id, body)
+    result = await sync.service.create_push_session(actor, body)
     return json_response(result)
 
 
@@ -306,6 +294,7 @@ async def create_push_session_route(
     "/push-sessions/{push_id:str}/chunks",
     status_code=200,
     operation_id="uploadPushSessionChunk",
+    operation_class=SyncOperation,
     summary="Upload one chunk of a push session",
     tags=_SYNC_TAG,
     opt=failure_opt(PushChunkFailedError, "Failed to upload push chunk"),
@@ -336,7 +325,7 @@ async def upload_push_chunk_route(
     body = await _decode_body(
         request, PushSessionChunkRequest, InvalidRequestError("Failed to parse push chunk request")
     )
-    result = await upload_push_chunk(sync.service, actor.user_id, actor.source_id, push_id, body)
+    result = await sync.service.upload_push_chunk(actor, push_id, body)
     return json_response(result)
 
 
@@ -344,6 +333,7 @@ async def upload_push_chunk_route(
     "/push-sessions/{push_id:str}/commit",
     status_code=200,
     operation_id="commitPushSession",
+    operation_class=SyncOperation,
     summary="Commit a staged push session as one bundle",
     tags=_SYNC_TAG,
     opt=failure_opt(PushSessionCommitFailedError, "Failed to commit push session"),
@@ -365,7 +355,7 @@ async def commit_push_session_route(
     push_id: FromPath[str], actor: ActorDependency, sync: SyncDependency
 ) -> Response[bytes]:
     """``POST /sync/push-sessions/{push_id}/commit`` (§5.3); any body is ignored."""
-    result = await commit_push_session(sync.service, actor.user_id, actor.source_id, push_id)
+    result = await sync.service.commit_push_session(actor, push_id)
     return json_response(result)
 
 
@@ -373,6 +363,7 @@ async def commit_push_session_route(
     "/push-sessions/{push_id:str}",
     status_code=204,
     operation_id="deletePushSession",
+    operation_class=SyncOperation,
     summary="Discard a staging push session",
     tags=_SYNC_TAG,
     opt=failure_opt(PushSessionDeleteFailedError, "Failed to delete push session"),
@@ -388,7 +379,7 @@ async def delete_push_session_route(
     push_id: FromPath[str], actor: ActorDependency, sync: SyncDependency
 ) -> None:
     """``DELETE /sync/push-sessions/{push_id}`` (§5.5): 204 without a body."""
-    await delete_push_session(sync.service, actor.user_id, actor.source_id, push_id)
+    await sync.service.delete_push_session(actor, push_id)
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -397,6 +388,7 @@ async def delete_push_session_route(
 @get(
     "/committed-bundles/{bundle_seq:str}/rows",
     operation_id="getCommittedBundleRows",
+    operation_class=SyncOperation,
     summary="Fetch one page of a committed bundle's rows",
     tags=_SYNC_TAG,
     opt=failure_opt(CommittedBundleRowsFailedError, "Failed to fetch committed bundle rows"),
@@ -420,8 +412,7 @@ async def committed_bundle_rows_route(
     Litestar's own path-type rejection.
     """
     seq, params = parse_committed_rows_params(bundle_seq, request.query_params)
-    result = await fetch_committed_bundle_rows(
-        sync.service,
+    result = await sync.service.committed_bundle_rows(
         actor,
         seq,
         after_row_ordinal=params.after_row_ordinal,
@@ -433,6 +424,7 @@ async def committed_bundle_rows_route(
 @get(
     "/pull",
     operation_id="pull",
+    operation_class=SyncOperation,
     summary="Pull committed bundles",
     tags=_SYNC_TAG,
     opt=failure_opt(PullFailedError, "Failed to process pull"),
@@ -449,14 +441,14 @@ async def pull_route(
 ) -> Response[bytes]:
     """``GET /sync/pull`` (§6.2): query errors are ``400 invalid_request`` before any lookup."""
     params = parse_pull_params(request.query_params)
-    result = await pull(
-        sync.service,
+    # The page's JSON is rendered by PostgreSQL, byte-identical to PullResponse's encoding.
+    result = await sync.service.pull_encoded(
         actor,
         after_bundle_seq=params.after_bundle_seq,
         max_bundles=params.max_bundles,
         target_bundle_seq=params.target_bundle_seq,
     )
-    return json_response(result)
+    return json_response(result.wire)
 
 
 @post(
@@ -494,12 +486,13 @@ async def create_snapshot_session_route(
         except DecodeError as exc:
             _log.debug("undecodable snapshot session request: %s", exc)
             raise parse_error from None
-    return json_response(await create_snapshot_session(sync.service, actor, body))
+    return json_response(await sync.service.create_snapshot_session(actor, body))
 
 
 @get(
     "/snapshot-sessions/{snapshot_id:str}",
     operation_id="getSnapshotChunk",
+    operation_class=SyncOperation,
     summary="Fetch one chunk of a snapshot session",
     tags=_SYNC_TAG,
     opt=failure_opt(SnapshotChunkFailedError, "Failed to get snapshot chunk"),
@@ -520,8 +513,8 @@ async def snapshot_chunk_route(
 ) -> Response[bytes]:
     """``GET /sync/snapshot-sessions/{snapshot_id}`` (§6.3): query checked before the id."""
     params = parse_snapshot_chunk_params(request.query_params)
-    result = await get_snapshot_chunk(
-        sync.service,
+    # Rendered to JSON by PostgreSQL, byte-identical to SnapshotChunkResponse's encoding.
+    result = await sync.service.snapshot_chunk_encoded(
         actor,
         parse_snapshot_id(snapshot_id),
         after_row_ordinal=params.after_row_ordinal,
@@ -534,6 +527,7 @@ async def snapshot_chunk_route(
     "/snapshot-sessions/{snapshot_id:str}",
     status_code=204,
     operation_id="deleteSnapshotSession",
+    operation_class=SyncOperation,
     summary="Delete a snapshot session",
     tags=_SYNC_TAG,
     opt=failure_opt(SnapshotSessionDeleteFailedError, "Failed to delete snapshot session"),
@@ -549,12 +543,13 @@ async def delete_snapshot_session_route(
     snapshot_id: FromPath[str], actor: ActorDependency, sync: SyncDependency
 ) -> None:
     """``DELETE /sync/snapshot-sessions/{snapshot_id}`` (§6.3): 204, no expiry check."""
-    await delete_snapshot_session(sync.service, actor, parse_snapshot_id(snapshot_id))
+    await sync.service.delete_snapshot_session(actor, parse_snapshot_id(snapshot_id))
 
 
 @get(
     "/capabilities",
     operation_id="getCapabilities",
+    operation_class=SyncOperation,
     summary="Get protocol capabilities",
     tags=_SYNC_TAG,
     # No actor is needed, but a JWT-protected router still refuses a bad token (401).
@@ -616,7 +611,7 @@ _SYNCX_TAG: Final = ["syncx"]
 )
 async def health_route(sync: SyncDependency) -> Response[bytes]:
     """``GET /syncx/health`` (§6.5): the status object with 200, or 503 when unhealthy."""
-    body, code = await health(sync.service)
+    body, code = await sync.service.health()
     return json_response(body, code)
 
 
@@ -635,7 +630,7 @@ async def health_route(sync: SyncDependency) -> Response[bytes]:
 )
 async def status_route(sync: SyncDependency) -> Response[bytes]:
     """``GET /syncx/status`` (§6.5): always 200 with the object, even when unhealthy."""
-    return json_response(await status(sync.service))
+    return json_response(await sync.service.status())
 
 
 #: Handlers for a router at ``/sync`` (the watch route is mounted separately).

@@ -29,6 +29,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from oversync_sa.errors import BundleChangeWatchFailedError, BundleChangeWatchForbiddenError
 from oversync_sa.litestar.actor import Actor, ActorDependency
 from oversync_sa.litestar.exceptions import failure_opt
+from oversync_sa.litestar.openapi import SyncOperation
 from oversync_sa.litestar.query import parse_watch_after
 from oversync_sa.litestar.responses import SSE_HEADERS, SSE_HEARTBEAT, SSE_MEDIA_TYPE, sse_event
 from oversync_sa.litestar.routes import WATCH_RESPONSES
@@ -70,6 +71,7 @@ def watch_route(
         path,
         opt=failure_opt(BundleChangeWatchFailedError, _FAILED_MESSAGE),
         operation_id="watchBundleChanges",
+        operation_class=SyncOperation,
         summary="Watch for committed bundle wakeups",
         tags=["sync"],
         responses=WATCH_RESPONSES,
@@ -78,7 +80,7 @@ def watch_route(
         if watch.enabled and allowed is not None and not await _allows(allowed, request, actor):
             raise BundleChangeWatchForbiddenError(_FORBIDDEN_MESSAGE)
         after = parse_watch_after(request.query_params)
-        subscription = await watch.subscribe(actor.user_id, after)
+        subscription = await service.watch(actor, after)
         return WatchStream(subscription, heartbeat)
 
     return sync_watch

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 from oversync_sa.errors import ConfigurationError
+from oversync_sa.server.observer import SyncObserver
 from oversync_sa.server.stages import StageTiming
 
 __all__ = [
@@ -144,6 +145,8 @@ class ServiceConfig:
     """Everything :class:`~oversync_sa.server.SyncService` needs, with Appendix C defaults.
 
     ``stage_metrics`` is Go's optional synchronous stage-timing recorder (§7.5).
+    ``observer`` receives operation, push, conflict and watch events
+    (:mod:`oversync_sa.server.observer`); ``None`` reports nothing.
     Knobs marked "≤ 0 falls back to the default" in Appendix C are replaced here; the others
     keep the given value (``max_rows_per_bundle`` is advertised as configured, snapshot-session
     limits ≤ 0 mean unlimited, ``upload_lock_timeout`` ≤ 0 means off).
@@ -178,6 +181,7 @@ class ServiceConfig:
     log_stage_timings: bool = False
     bundle_change_watch: BundleChangeWatchConfig = field(default_factory=BundleChangeWatchConfig)
     migrate_table_catalog: bool = False
+    observer: SyncObserver | None = None
 
     def __post_init__(self) -> None:
         tables = tuple(self.registered_tables)

@@ -29,6 +29,7 @@ import msgspec
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from oversync_sa._crashpoints import crash_point
 from oversync_sa.errors import (
     PushCommitInvalidError,
     PushConflictError,
@@ -233,6 +234,17 @@ async def _raise_on_conflict(
     state = versions.get(index)
     live = state is not None and not state.deleted
     server_row = await _server_row(conn, runtime, session.user_id, row) if live else _NULL
+    _log.info(
+        "push conflict user=%s source=%s on %s: %s",
+        session.user_id, session.source_id, row.table.name, message,
+        extra={
+            "user": session.user_id,
+            "source_id": session.source_id,
+            "push_id": str(session.push_id),
+            "table": row.table.name,
+            "key": row.key,
+        },
+    )
     raise PushConflictError(
         message,
         conflict={
@@ -375,6 +387,7 @@ async def _commit(
     await _delete_session(conn, session)
     if seed_scope is not None:
         await transition_to_initialized(conn, seed_scope, session.source_id)
+    crash_point("server.commit.before_commit")
     return PushSessionCommitResponse(
         bundle_seq=bundle.bundle_seq,
         source_id=bundle.source_id,
@@ -406,9 +419,18 @@ async def commit_push_session(
             response = await upload_transaction(
                 service, user_id, lambda conn: _commit(conn, service, user_id, push_id)
             )
+    crash_point("server.commit.after_commit")
     _log.debug(
         "push commit user=%s source=%s sbid=%d -> bundle %d (%d rows)",
         user_id, response.source_id, response.source_bundle_id, response.bundle_seq,
         response.row_count,
+        extra={
+            "user": user_id,
+            "source_id": response.source_id,
+            "push_id": push_id,
+            "source_bundle_id": response.source_bundle_id,
+            "bundle_seq": response.bundle_seq,
+            "rows": response.row_count,
+        },
     )
     return response

@@ -4,19 +4,22 @@ The protocol steps live in their own modules (``connect``, ``push_sessions``, ``
 ``committed``, ``pull``, ``snapshot``, ``capabilities``, ``status``, ``writes``, ``watch``); this
 facade gives them one typed entry point per wire operation so the HTTP adapter, tests and host
 code all call the same thing. Each operation registers itself as in-flight through
-:meth:`SyncService.operation` so :meth:`SyncService.close` can drain them (§7.6).
+:meth:`SyncService.operation` so :meth:`SyncService.close` can drain them (§7.6), and reports
+its duration and outcome to ``ServiceConfig.observer`` when one is configured.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from oversync_sa.errors import OversyncError, ServiceUnavailableError
+from oversync_sa.errors import HistoryPrunedError, OversyncError, ServiceUnavailableError
 from oversync_sa.server import (
     capabilities as _capabilities,
     committed as _committed,
@@ -35,12 +38,17 @@ from oversync_sa.server.bootstrap import run_bootstrap
 from oversync_sa.server.config import ServiceConfig
 from oversync_sa.server.finalize import CommittedBundle
 from oversync_sa.server.lifecycle import SHUTTING_DOWN_MESSAGE, ServiceClosedError, ServiceState
+from oversync_sa.server.observer import Operation, RetentionLag, notify, observe
+from oversync_sa.server.retention_lag import DEFAULT_LAG_BUCKETS, measure_retention_lag
 from oversync_sa.server.runtime_info import SyncRuntime
+from oversync_sa.server.snapshot_encoded import SnapshotChunkWire
 from oversync_sa.wire import models as wire
 
 __all__ = ["SHUTTING_DOWN_MESSAGE", "ServiceClosedError", "ServiceState", "SyncService"]
 
 _log = logging.getLogger("oversync_sa.server.service")
+
+_T = TypeVar("_T")
 
 
 class SyncService:
@@ -135,41 +143,82 @@ class SyncService:
         self._state = ServiceState.CLOSED
         _log.info("sync service closed")
 
+    async def _with_pruned_log(
+        self, actor: Actor, operation: Operation, call: Awaitable[_T]
+    ) -> _T:
+        """:func:`observe`, plus an INFO record when the answer is ``history_pruned``.
+
+        The operations that can prune are the ones whose clients must then rebuild, which is
+        worth a log line with who and where, whatever the observer.
+        """
+        try:
+            return await observe(self.config.observer, operation, call)
+        except HistoryPrunedError as exc:
+            _log.info(
+                "history_pruned on %s for user %s source %s: %s",
+                operation, actor.user_id, actor.source_id, exc.message,
+                extra={"user": actor.user_id, "source_id": actor.source_id,
+                       "operation": operation},
+            )
+            raise
+
     # -- connect and push (§4, §5) ------------------------------------------------------------
 
     async def connect(
         self, actor: Actor, request: wire.ConnectRequest | None = None
     ) -> wire.ConnectResponse:
         """``POST /sync/connect``: decide who establishes the scope's authority (§4)."""
-        return await _connect.connect(self, actor.user_id, actor.source_id, request)
+        return await observe(
+            self.config.observer,
+            "connect",
+            _connect.connect(self, actor.user_id, actor.source_id, request),
+        )
 
     async def create_push_session(
         self, actor: Actor, request: wire.PushSessionCreateRequest
     ) -> wire.PushSessionCreateResponse:
         """``POST /sync/push-sessions`` (§5.1); answers ``already_committed`` on replays."""
-        return await _push_sessions.create_push_session(
-            self, actor.user_id, actor.source_id, request
+        return await self._with_pruned_log(
+            actor,
+            "push_create",
+            _push_sessions.create_push_session(self, actor.user_id, actor.source_id, request),
         )
 
     async def upload_push_chunk(
         self, actor: Actor, push_id: str, request: wire.PushSessionChunkRequest
     ) -> wire.PushSessionChunkResponse:
         """``POST /sync/push-sessions/{push_id}/chunks`` (§5.2)."""
-        return await _push_sessions.upload_push_chunk(
-            self, actor.user_id, actor.source_id, push_id, request
+        return await observe(
+            self.config.observer,
+            "push_chunk",
+            _push_sessions.upload_push_chunk(
+                self, actor.user_id, actor.source_id, push_id, request
+            ),
         )
 
     async def commit_push_session(
         self, actor: Actor, push_id: str
     ) -> wire.PushSessionCommitResponse:
         """``POST /sync/push-sessions/{push_id}/commit``: apply the staged rows as one bundle."""
-        return await _push_commit.commit_push_session(
-            self, actor.user_id, actor.source_id, push_id
+        observer = self.config.observer
+        started = time.perf_counter()
+        response = await observe(
+            observer,
+            "push_commit",
+            _push_commit.commit_push_session(self, actor.user_id, actor.source_id, push_id),
         )
+        if observer is not None:
+            duration = time.perf_counter() - started
+            notify(observer.push_committed, actor.user_id, response.row_count, 1, duration)
+        return response
 
     async def delete_push_session(self, actor: Actor, push_id: str) -> None:
         """``DELETE /sync/push-sessions/{push_id}`` (§5.5)."""
-        await _push_sessions.delete_push_session(self, actor.user_id, actor.source_id, push_id)
+        await observe(
+            self.config.observer,
+            "push_delete",
+            _push_sessions.delete_push_session(self, actor.user_id, actor.source_id, push_id),
+        )
 
     # -- reading (§6) --------------------------------------------------------------------------
 
@@ -182,8 +231,12 @@ class SyncService:
         max_rows: int | None = None,
     ) -> wire.CommittedBundleRowsResponse:
         """``GET /sync/committed-bundles/{bundle_seq}/rows`` (§6.1)."""
-        return await _committed.fetch_committed_bundle_rows(
-            self, actor, bundle_seq, after_row_ordinal=after_row_ordinal, max_rows=max_rows
+        return await self._with_pruned_log(
+            actor,
+            "committed_rows",
+            _committed.fetch_committed_bundle_rows(
+                self, actor, bundle_seq, after_row_ordinal=after_row_ordinal, max_rows=max_rows
+            ),
         )
 
     async def pull(
@@ -195,19 +248,48 @@ class SyncService:
         target_bundle_seq: int = 0,
     ) -> wire.PullResponse:
         """``GET /sync/pull``: complete bundles after the checkpoint, to a frozen ceiling."""
-        return await _pull.pull(
-            self,
+        return await self._with_pruned_log(
             actor,
-            after_bundle_seq=after_bundle_seq,
-            max_bundles=max_bundles,
-            target_bundle_seq=target_bundle_seq,
+            "pull",
+            _pull.pull(
+                self,
+                actor,
+                after_bundle_seq=after_bundle_seq,
+                max_bundles=max_bundles,
+                target_bundle_seq=target_bundle_seq,
+            ),
+        )
+
+    async def pull_encoded(
+        self,
+        actor: Actor,
+        *,
+        after_bundle_seq: int = 0,
+        max_bundles: int = _pull.DEFAULT_MAX_BUNDLES,
+        target_bundle_seq: int = 0,
+    ) -> _pull.EncodedPullPage:
+        """:meth:`pull` rendered to wire JSON in SQL (same bytes; what the HTTP route sends)."""
+        return await self._with_pruned_log(
+            actor,
+            "pull",
+            _pull.pull_encoded(
+                self,
+                actor,
+                after_bundle_seq=after_bundle_seq,
+                max_bundles=max_bundles,
+                target_bundle_seq=target_bundle_seq,
+            ),
         )
 
     async def create_snapshot_session(
         self, actor: Actor, request: wire.SnapshotSessionCreateRequest | None = None
     ) -> wire.SnapshotSession:
         """``POST /sync/snapshot-sessions``: freeze the scope's rows (§6.3)."""
-        return await _snapshot.create_snapshot_session(self, actor, request)
+        return await observe(
+            self.config.observer,
+            "snapshot_create",
+            _snapshot.create_snapshot_session(self, actor, request),
+        )
 
     async def snapshot_chunk(
         self,
@@ -218,13 +300,38 @@ class SyncService:
         max_rows: int | None = None,
     ) -> wire.SnapshotChunkResponse:
         """``GET /sync/snapshot-sessions/{snapshot_id}`` (§6.3)."""
-        return await _snapshot.get_snapshot_chunk(
-            self, actor, snapshot_id, after_row_ordinal=after_row_ordinal, max_rows=max_rows
+        return await observe(
+            self.config.observer,
+            "snapshot_chunk",
+            _snapshot.get_snapshot_chunk(
+                self, actor, snapshot_id, after_row_ordinal=after_row_ordinal, max_rows=max_rows
+            ),
+        )
+
+    async def snapshot_chunk_encoded(
+        self,
+        actor: Actor,
+        snapshot_id: str,
+        *,
+        after_row_ordinal: int | None = None,
+        max_rows: int | None = None,
+    ) -> SnapshotChunkWire:
+        """:meth:`snapshot_chunk` rendered to wire JSON in SQL (same bytes; the HTTP route's)."""
+        return await observe(
+            self.config.observer,
+            "snapshot_chunk",
+            _snapshot.get_snapshot_chunk_encoded(
+                self, actor, snapshot_id, after_row_ordinal=after_row_ordinal, max_rows=max_rows
+            ),
         )
 
     async def delete_snapshot_session(self, actor: Actor, snapshot_id: str) -> None:
         """``DELETE /sync/snapshot-sessions/{snapshot_id}`` (§6.3)."""
-        await _snapshot.delete_snapshot_session(self, actor, snapshot_id)
+        await observe(
+            self.config.observer,
+            "snapshot_delete",
+            _snapshot.delete_snapshot_session(self, actor, snapshot_id),
+        )
 
     async def capabilities(
         self,
@@ -247,7 +354,26 @@ class SyncService:
         self, actor: Actor, after_bundle_seq: int = 0
     ) -> _watch.BundleChangeSubscription:
         """Subscribe to bundle-change wake-ups of the actor's scope (§7.4, ``/sync/watch``)."""
-        return await _watch.bundle_change_watch(self).subscribe(actor.user_id, after_bundle_seq)
+        return await observe(
+            self.config.observer,
+            "watch_subscribe",
+            _watch.bundle_change_watch(self).subscribe(actor.user_id, after_bundle_seq),
+        )
+
+    async def measure_retention_lag(
+        self, *, bounds: tuple[int, ...] = DEFAULT_LAG_BUCKETS
+    ) -> RetentionLag:
+        """Aggregate every user's retained-floor lag and hand it to the observer (if any).
+
+        One query over ``sync.user_state`` whose result has a fixed size whatever the number of
+        users; call it from a periodic task or a metrics scrape, not per request.
+        """
+        lag = await measure_retention_lag(
+            self.engine, window=self.config.retained_bundles_per_user, bounds=bounds
+        )
+        if self.config.observer is not None:
+            notify(self.config.observer.retention_lag_measured, lag)
+        return lag
 
     # -- server-originated writes and maintenance (§7.1, §7.3) --------------------------------
 

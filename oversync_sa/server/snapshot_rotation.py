@@ -8,6 +8,7 @@ Repeating the same rotation (e.g. after a lost response) is idempotent.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Final
 
@@ -24,6 +25,8 @@ from oversync_sa.server.sources import (
 from oversync_sa.wire.models import SnapshotSourceReplacement, SourceReplacementReason
 
 __all__ = ["ValidRotation", "apply_source_replacement", "validate_source_replacement"]
+
+_log: Final = logging.getLogger("oversync_sa.server.sources")
 
 _REASONS: Final = frozenset(r.value for r in SourceReplacementReason)
 
@@ -91,4 +94,14 @@ async def apply_source_replacement(
         rotation.previous_source_id,
         replaced_by=rotation.new_source_id,
         reason=rotation.reason,
+    )
+    _log.info(
+        "source %s of user %s retired for %s (%s)",
+        rotation.previous_source_id, user_id, rotation.new_source_id, rotation.reason,
+        extra={
+            "user": user_id,
+            "source_id": rotation.previous_source_id,
+            "replaced_by_source_id": rotation.new_source_id,
+            "reason": rotation.reason,
+        },
     )

@@ -29,8 +29,9 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -46,6 +47,7 @@ from oversync_sa.errors import (
     ServiceUnavailableError,
 )
 from oversync_sa.server.lifecycle import SHUTTING_DOWN_MESSAGE
+from oversync_sa.server.observer import notify
 from oversync_sa.server.scope import read_scope, require_initialized
 from oversync_sa.wire.models import BundleChangeEvent, BundleChangeNotification
 
@@ -160,12 +162,15 @@ class BundleChangeHub:
     """The process-local registry of subscribers, keyed by ``user_pk``.
 
     All methods are synchronous and must be called from the event loop that owns the
-    subscriptions; that loop is the only synchronisation needed.
+    subscriptions; that loop is the only synchronisation needed. ``on_change`` (if given) is
+    called with the new total after every subscribe and unsubscribe; it must not raise.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[int], None] | None = None) -> None:
         self._subscribers: dict[int, set[BundleChangeSubscription]] = {}
         self._closed = False
+        self._total = 0
+        self._on_change = on_change
 
     @property
     def closed(self) -> bool:
@@ -181,6 +186,7 @@ class BundleChangeHub:
             subscription.close()
         else:
             self._subscribers.setdefault(user_pk, set()).add(subscription)
+            self._changed(+1)
         return subscription
 
     def publish(self, user_pk: int, event: BundleChangeEvent) -> None:
@@ -195,6 +201,16 @@ class BundleChangeHub:
 
     def subscriber_count(self, user_pk: int) -> int:
         return len(self._subscribers.get(user_pk, ()))
+
+    @property
+    def total_subscribers(self) -> int:
+        """Open subscriptions of every scope in this process."""
+        return self._total
+
+    def _changed(self, delta: int) -> None:
+        self._total += delta
+        if self._on_change is not None:
+            self._on_change(self._total)
 
     def active_user_pks(self) -> list[int]:
         """The scopes that currently have at least one subscriber."""
@@ -212,9 +228,12 @@ class BundleChangeHub:
         subscriptions = self._subscribers.get(subscription.user_pk)
         if subscriptions is None:
             return
+        if subscription not in subscriptions:
+            return
         subscriptions.discard(subscription)
         if not subscriptions:
             del self._subscribers[subscription.user_pk]
+        self._changed(-1)
 
 
 def parse_notification(payload: str) -> BundleChangeNotification:
@@ -259,7 +278,10 @@ class BundleChangeWatch:
             raise ValueError("resync_interval must be positive")
         self._service = service
         self._resync_seconds = resync_interval.total_seconds()
-        self.hub = BundleChangeHub()
+        observer = service.config.observer
+        self.hub = BundleChangeHub(
+            None if observer is None else partial(notify, observer.watch_subscribers_changed)
+        )
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._closed = False

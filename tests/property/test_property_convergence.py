@@ -36,6 +36,7 @@ Profiles: ``OVERSYNC_PROPERTY_PROFILE=ci`` (default; derandomized, bounded) or `
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 import uuid
@@ -52,6 +53,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from oversync_sa.client.errors import (
     DirtyStateRejectedError,
     PendingPushReplayError,
+    PushConflictRetryExhaustedError,
     RebuildRequiredError,
     RetryExhaustedError,
     SourceRecoveryRequiredError,
@@ -198,9 +200,11 @@ ops = st.builds(
     number=st.integers(-(1 << 53), 1 << 53),
     # Rounded to 15 significant digits: trigger capture is lossy beyond that (CLIENT.md
     # §12.38; see test_property_typed_values.py, an xfail); this test is about convergence.
+    # Rounding can overflow (1.7976931348623157e308 -> "1.79769313486232e+308" -> inf), and a
+    # non-finite REAL is not syncable at all, so those are dropped after the rounding.
     real=st.none() | st.floats(allow_nan=False, allow_infinity=False).map(
         lambda x: float(f"{x:.15g}")
-    ),
+    ).filter(math.isfinite),
 )
 scripts = st.lists(ops, min_size=PROFILE.min_ops, max_size=PROFILE.max_ops)
 
@@ -223,6 +227,9 @@ RECOVERABLE = (
     DirtyStateRejectedError,
     httpx.TransportError, RetryExhaustedError, PendingPushReplayError, RebuildRequiredError,
     SourceRecoveryRequiredError, UnexpectedStatusError,
+    # Each 409 names one conflict, and one push makes at most 3 attempts (CLIENT.md §6.5): a
+    # device with more conflicting rows than that resolves the rest on its next push.
+    PushConflictRetryExhaustedError,
 )
 RECOVERABLE_CODES = {
     "push_session_not_found", "push_chunk_out_of_order", "history_pruned",
@@ -718,9 +725,9 @@ class Simulation:
                     continue
                 try:
                     await sim.device.c.sync()
-                except DirtyStateRejectedError as exc:
-                    # A conflict resolution requeued rows during the push half of the sync;
-                    # the next round pushes them.
+                except (DirtyStateRejectedError, PushConflictRetryExhaustedError) as exc:
+                    # A conflict resolution requeued rows during the push half of the sync, or
+                    # more rows conflicted than one push's retry budget: the next round goes on.
                     self.errors.append(f"quiesce {sim.device.name}: {exc!r}")
                     unsettled = True
                     continue
@@ -800,8 +807,7 @@ async def run_script(
 @pytest.mark.timeout(0 if PROFILE.name == "deep" else 240)
 @pytest.mark.parametrize("prune", [
     pytest.param(False, id="no-prune"),
-    # Pruning found a divergence, pinned in test_property_pruning_regression.py (xfail); the
-    # scripts drawn here do not hit it, so this variant stays a plain check.
+    # Pruning once found a divergence, pinned in test_property_pruning_regression.py.
     pytest.param(True, id="prune"),
 ])
 @settings(settings.get_profile(f"oversync-{PROFILE.name}"))

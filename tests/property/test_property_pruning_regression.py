@@ -2,7 +2,14 @@
 after retention pruning, a device converges to the scope's head checkpoint without a row.
 
 Pinned verbatim (ops as drawn; ``faults=False``, fault seed 1179, pruning on) so it replays
-whatever Hypothesis draws next. Strict xfail: the day it passes, remove the mark.
+whatever Hypothesis draws next.
+
+Cause: d0 initialized the scope empty, so its checkpoint stayed 0 while d1 committed bundle 1
+(the posts row) and a prune raised the floor past it. The server answers a pull after 0 from
+above the floor without ``history_pruned`` (SERVER.md §6.2), so d0 skipped bundle 1 for good.
+The client now treats a pull from 0 whose first bundle is not bundle 1 as pruned history and
+rebuilds from a snapshot (focused tests: tests/client/pull/test_pull.py and
+tests/e2e/client/test_e2e_recovery.py, ``...checkpoint_zero...`` / ``...pull_from_zero...``).
 """
 # ruff: noqa: E501, RUF001
 
@@ -82,12 +89,6 @@ SCRIPT = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "after 'prune' ops (retained floor raised to the scope head) device d0 finishes quiescence "
-    "with last_bundle_seq_seen == head (6) but without the posts row "
-    "00000000-0000-5eed-0000-000000000002 that d1 pushed (op 6, its switch) and the server "
-    "holds; the same script with the prune ops skipped converges"
-))
 def test_pruned_history_script_converges(
     live_server: tuple[ServerProcess, str], tmp_path: Path
 ) -> None:

@@ -142,6 +142,24 @@ async def test_history_pruned_rebuilds_from_snapshot(
     assert await scalar(client, "SELECT COUNT(*) FROM users") == 2
 
 
+async def test_pull_from_zero_above_pruned_history_rebuilds_from_snapshot(
+    client: SyncClient, server: FakeServer
+) -> None:
+    # The server answers after_bundle_seq=0 from above its floor without history_pruned
+    # (SERVER.md §6.2): a first bundle past 1 means bundle 1 was pruned, so apply nothing.
+    await attached(client, server)
+    server.queue("GET /api/sync/pull", page(3, bundle(2, user_row("b", "Bob", 2, "INSERT")),
+                                            bundle(3, user_row("c", "Cy", 3, "INSERT"))))
+    snapshot_routes(server, [user_row("a", "Ann", 1), user_row("b", "Bob", 2),
+                             user_row("c", "Cy", 3)], seq=3)
+    report = await client.pull_to_stable()
+    assert report.outcome is RemoteSyncOutcome.APPLIED_SNAPSHOT
+    assert server.count("GET /api/sync/pull") == 1
+    assert await scalar(client, "SELECT group_concat(id) FROM (SELECT id FROM users"
+                                " ORDER BY id)") == "a,b,c"
+    assert await client.last_bundle_seq_seen() == 3
+
+
 async def test_rebuild_stages_in_chunks_and_reports_progress(
     client: SyncClient, server: FakeServer
 ) -> None:
@@ -187,17 +205,24 @@ async def test_rotated_rebuild_adopts_reserved_source(
             " source_bundle_id = 4",
             (old,),
         )
+    # Another install already retired our source in favour of "srv-src"; the server refuses
+    # any other rotation of it (SERVER.md §7.2), so the rebuild takes a keep-source snapshot
+    # and moves to the reserved id, which the server has never seen (a retry would otherwise
+    # diverge the same way forever).
     server.queue("POST /api/sync/snapshot-sessions",
                  error(409, "source_retired", source_id=old, replaced_by_source_id="srv-src"))
-    from oversync_sa.client.errors import SourceReplacementDivergedError
-
-    with pytest.raises(SourceReplacementDivergedError):
-        await client.rebuild()
     snapshot_routes(server, [user_row("a", "Ann", 2)], seq=3)
     await client.rebuild()
-    body = server.requests[-4].content
-    assert b'"new_source_id":"new-src"' in body
-    assert old.encode() in body
+    creates = [r for r in server.requests if r.url.path == "/api/sync/snapshot-sessions"]
+    assert len(creates) == 2
+    assert b'"new_source_id":"new-src"' in creates[0].content
+    assert old.encode() in creates[0].content
+    assert creates[1].content == b""
+    assert client.runtime.source_id == "new-src"
+    assert (await client.source_info()).current_source_id == "new-src"
+    assert not (await client.source_info()).source_recovery_required
+    assert await scalar(client, "SELECT state FROM _sync_outbox_bundle") == "prepared"
+    assert await scalar(client, "SELECT source_id FROM _sync_outbox_bundle") == "new-src"
     assert server.requests[-4].headers["oversync-source-id"] == old
     info = await client.source_info()
     assert info.current_source_id == "new-src"

@@ -227,12 +227,21 @@ async def test_already_committed_proof_rejects_foreign_rows(harness: Harness) ->
         **commit_body(done), "source_bundle_id": 2, "rows": done.rows,
         "next_row_ordinal": 0, "has_more": False,
     }))
-    from oversync_sa.client.errors import OutboxStateError
-
-    with pytest.raises(OutboxStateError, match="does not match the frozen outbox"):
-        await push_pending(await harness.runtime(retry=NO_RETRY))
-    assert (await harness.outbox_state())[0] == "committed_remote"
+    # The foreign rows prove a clone: the outbox moves, unchanged, to a fresh source (the
+    # scripted 503 stops the push right there, so the move itself can be inspected).
+    harness.server.push_script("create", httpx.Response(503))
+    runtime = await harness.runtime(retry=NO_RETRY)
+    with pytest.raises(RetryExhaustedError):
+        await push_pending(runtime)
+    assert runtime.source_id != SOURCE
+    assert await harness.outbox_state() == ("prepared", 1, 1, 0)
+    assert await harness.value("SELECT source_id FROM _sync_outbox_bundle") == runtime.source_id
+    assert await harness.value(
+        "SELECT replaced_by_source_id FROM _sync_source_state WHERE source_id = ?", (SOURCE,)
+    ) == runtime.source_id
     assert await harness.rows("SELECT body FROM docs WHERE id = 'd2'") == [("mine",)]
+    assert await harness.row_state("docs", '{"id":"d2"}') is None
+    assert await harness.checkpoint() == 1
 
 
 @pytest.mark.parametrize(
@@ -369,23 +378,32 @@ async def test_history_pruned_on_committed_fetch_rebuilds(
     assert len(harness.server.named("rows")) == 1  # history_pruned is never retried
 
 
-async def test_initialization_lease_loss_disconnects_and_keeps_outbox(harness: Harness) -> None:
+async def test_initialization_lease_loss_disconnects_and_requeues_the_seed(
+    harness: Harness,
+) -> None:
     await _one_doc(harness)
     await harness.sql("UPDATE _sync_attachment_state SET pending_initialization_id = 'init-1'")
     runtime = await harness.runtime()
+    user = runtime.user_id
     runtime.pending_initialization_id = "init-1"
     harness.server.push_script("create", error(410, "initialization_expired"))
     with pytest.raises(InitializationExpiredError):
         await push_pending(runtime)
     (create,) = harness.server.bodies("create")
     assert create["initialization_id"] == "init-1"
+    # Anonymous and disconnected as in Go, but the lease's user is remembered (CLIENT.md
+    # §12.29): the unsent seed may only go to that user.
     assert await harness.rows(
         "SELECT binding_state, attached_user_id, pending_initialization_id"
         " FROM _sync_attachment_state"
-    ) == [("anonymous", "", "")]
+    ) == [("anonymous", user, "")]
     assert not runtime.session_connected
     assert runtime.user_id == ""
-    assert (await harness.outbox_state())[0] == "prepared"
+    # The never-committed seed is an ordinary pending change again, not a frozen outbox.
+    assert await harness.outbox_state() == ("none", 0, 0, 0)
+    assert await harness.dirty() == [
+        ("docs", '{"id":"d1"}', "INSERT", 0, '{"id":"d1","body":"hello"}')
+    ]
     with pytest.raises(AttachRequiredError):
         await push_pending(runtime)
 

@@ -6,7 +6,8 @@
   (a server restored from an older backup);
 * ``source_sequence_changed``: a cloned install of the same source commits between our create
   and our commit;
-* ``source_retired``: the clone's source was retired by the other install's rotation.
+* ``source_retired``: the clone's source was retired by the other install's rotation;
+* ``already_committed`` with another writer's rows: a clone pushing under its twin's source.
 
 Each recovery must end with every local change on the server exactly once.
 """
@@ -117,6 +118,30 @@ async def test_pull_below_the_retention_floor_rebuilds_from_a_snapshot(harness: 
     await b.c.sync()
     await a.c.sync()
     assert after in await a.ids("users")
+
+
+async def test_pull_from_checkpoint_zero_over_pruned_history_rebuilds(harness: Harness) -> None:
+    # The device that initialized the scope empty still has checkpoint 0. The server answers a
+    # pull after 0 from above its floor without history_pruned (SERVER.md §6.2), so bundle 1
+    # was silently skipped and its row never reached this device.
+    user = new_user()
+    first = await harness.device("first", user=user)
+    other = await harness.device("other", user=user)
+    await first.attach()
+    await other.attach()
+    early = await add_user(other, "Early")
+    await other.c.sync()
+    late = await add_user(other, "Late")
+    await other.c.sync()
+    assert await head(harness, user) == 2
+    await harness.set_retention_floor(user, 1)
+    assert await first.c.last_bundle_seq_seen() == 0
+
+    report = await first.c.pull_to_stable()
+
+    assert report.outcome is RemoteSyncOutcome.APPLIED_SNAPSHOT
+    assert await first.ids("users") == {early, late} == await server_ids(harness, user, "users")
+    assert await first.c.last_bundle_seq_seen() == 2
 
 
 async def test_explicit_rebuild_keeps_source_and_replaces_local_state(harness: Harness) -> None:
@@ -327,28 +352,94 @@ async def test_source_retired_by_another_install_fails_closed_then_rotates(
     assert await clone.ids("users") >= await server_ids(harness, user, "users")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the clone adopts the server-named replacement source (source_retired"
-    " replaced_by_source_id), which its twin already pushes as; after the rotated rebuild the"
-    " clone's push of (replacement, 1) is answered already_committed with the twin's bundle and"
-    " fails with OutboxStateError 'already_committed bundle does not match the frozen outbox'"
-    " on every retry, so the clone's row never reaches the server",
-)
 async def test_source_retired_clone_converges_after_rotation(harness: Harness) -> None:
     user = new_user()
     original, clone, rows = await retire_shared_source(harness, user)
+    retired = clone.c.runtime.source_id
     with pytest.raises(SourceRecoveryRequiredError):
         await clone.c.sync()
     await clone.c.rebuild()
+    twin_source = original.c.runtime.source_id
+    assert clone.c.runtime.source_id == twin_source
+    # Written after the rotation, before the push that discovers the twin: must survive too.
+    later = await add_user(clone, "CloneLater")
 
+    report = await clone.c.push_pending()
+    assert await clone.dirty_count() == 1
     await clone.c.sync()
     await original.c.sync()
 
+    # (twin_source, 1) was the twin's bundle: the clone moved to a source of its own instead of
+    # retiring the twin's, so the twin keeps pushing without any recovery of its own.
+    assert report.outcome is PushOutcome.COMMITTED
+    fresh = clone.c.runtime.source_id
+    assert fresh not in {retired, twin_source}
+    assert original.c.runtime.source_id == twin_source
+    assert (await source_state(harness, user, twin_source))[0] == "active"
+    # Bundle 1: the moved outbox; bundle 2: the row written before the push.
+    assert (await source_state(harness, user, fresh))[:2] == ("active", 2)
     expected = await server_ids(harness, user, "users")
-    assert rows <= expected
+    assert rows | {later} <= expected
+    assert len(expected) == 4
+    assert await clone.ids("users") == await original.ids("users") == expected
+    assert await clone.dirty_count() == await clone.outbox_count() == 0
+    # Both installs go on as ordinary, distinct writers.
+    from_twin = await add_user(original, "TwinAfter")
+    from_clone = await add_user(clone, "CloneAfter")
+    for device in (original, clone, original):
+        assert (await device.c.sync()).push_outcome in (PushOutcome.COMMITTED,
+                                                         PushOutcome.NO_CHANGE)
+    assert {from_twin, from_clone} <= await server_ids(harness, user, "users")
+    assert await clone.ids("users") == await original.ids("users")
+
+
+async def test_cloned_database_moves_to_a_fresh_source_on_a_foreign_bundle(
+    harness: Harness,
+) -> None:
+    """Two copies of one database, no retirement: the second push of (S, 2) finds the first's.
+
+    ``already_committed`` with rows that are not ours proves the clone; the loser re-addresses
+    its unchanged outbox to a fresh source instead of failing closed forever.
+    """
+    user = new_user()
+    original = await harness.device("original", user=user)
+    await original.attach()
+    await add_user(original, "Shared")
+    await original.c.sync()
+    shared = original.c.runtime.source_id
+    clone_path = harness.tmp / "clone.db"
+    await original.copy_to(clone_path)
+    await original.restart()
+    await original.attach()
+    clone = await harness.device("clone", path=clone_path, user=user, create_tables=False)
+    await clone.attach()
+    assert clone.c.runtime.source_id == shared
+    from_original = await add_user(original, "FromOriginal")
+    assert (await original.c.sync()).push_outcome is PushOutcome.COMMITTED
+    from_clone = await add_user(clone, "FromClone")
+
+    report = await clone.c.sync()
+
+    assert report.push_outcome is PushOutcome.COMMITTED
+    fresh = clone.c.runtime.source_id
+    assert fresh != shared
+    assert original.c.runtime.source_id == shared
+    assert (await source_state(harness, user, shared))[:2] == ("active", 2)
+    assert (await source_state(harness, user, fresh))[:2] == ("active", 1)
+    assert not (await clone.c.source_info()).source_recovery_required
+    await original.c.sync()
+    expected = await server_ids(harness, user, "users")
+    assert {from_original, from_clone} <= expected
     assert len(expected) == 3
     assert await clone.ids("users") == await original.ids("users") == expected
+    # The move is durable: after a restart the clone still pushes as its own source.
+    await clone.restart()
+    await clone.attach()
+    assert clone.c.runtime.source_id == fresh
+    again = await add_user(clone, "Again")
+    assert (await clone.c.sync()).push_outcome is PushOutcome.COMMITTED
+    assert (await source_state(harness, user, fresh))[:2] == ("active", 2)
+    assert again in await server_ids(harness, user, "users")
 
 
 async def test_rebuild_required_blocks_sync_until_rebuild(harness: Harness) -> None:
@@ -374,3 +465,57 @@ async def test_rebuild_required_blocks_sync_until_rebuild(harness: Harness) -> N
     assert not (await device.c.source_info()).rebuild_required
     assert await device.ids("users") == {row}
     assert (await device.c.sync()).remote_outcome is RemoteSyncOutcome.ALREADY_AT_TARGET
+
+
+async def test_clone_whose_own_rotation_diverges_moves_to_its_reserved_source(
+    harness: Harness,
+) -> None:
+    """Both copies of one source enter recovery; the first rotation retires the shared source.
+
+    The second copy's rotation names its own reserved id, which the server refuses for a
+    retired source (only the recorded replacement is allowed); it must not retry that forever
+    but continue as its reserved id - unknown to the server, so its first push activates it.
+    """
+    user = new_user()
+    original = await harness.device("original", user=user)
+    await original.attach()
+    await add_user(original, "Shared")
+    await original.c.sync()
+    shared = original.c.runtime.source_id
+    clone_path = harness.tmp / "clone.db"
+    await original.copy_to(clone_path)
+    await original.restart()
+    await original.attach()
+    clone = await harness.device("clone", path=clone_path, user=user, create_tables=False)
+    await clone.attach()
+    await harness.server_execute(
+        "UPDATE sync.source_state SET max_committed_source_bundle_id = 0"
+        " WHERE source_id = :s AND user_pk = (SELECT user_pk FROM sync.user_state"
+        " WHERE user_id = :u)",
+        s=shared, u=user,
+    )
+    rows = {await add_user(original, "FromOriginal"), await add_user(clone, "FromClone")}
+    for device in (original, clone):
+        with pytest.raises(SourceRecoveryRequiredError) as caught:
+            await device.c.sync()
+        assert caught.value.code == "source_sequence_out_of_order"
+    await original.c.rebuild()
+    assert (await original.c.sync()).push_outcome is PushOutcome.COMMITTED
+    rotated = original.c.runtime.source_id
+    assert (await source_state(harness, user, shared))[::2] == ("retired", rotated)
+
+    rebuilt = await clone.c.rebuild()
+
+    assert rebuilt.outcome is RemoteSyncOutcome.APPLIED_SNAPSHOT
+    own = clone.c.runtime.source_id
+    assert own not in {shared, rotated}
+    assert not (await clone.c.source_info()).source_recovery_required
+    assert (await clone.c.sync()).push_outcome is PushOutcome.COMMITTED
+    assert (await source_state(harness, user, own))[:2] == ("active", 1)
+    # The twin's source was left alone.
+    assert (await source_state(harness, user, rotated))[0] == "active"
+    await original.c.sync()
+    expected = await server_ids(harness, user, "users")
+    assert rows <= expected
+    assert len(expected) == 3
+    assert await clone.ids("users") == await original.ids("users") == expected
