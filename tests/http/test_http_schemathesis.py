@@ -64,8 +64,12 @@ CHECKS: Final = [
 ]
 #: Examples per operation (the whole module runs in well under a minute).
 MAX_EXAMPLES: Final = 25
-#: Stateful scenarios, each of up to ``STATEFUL_STEP_COUNT`` linked calls.
-STATEFUL_SCENARIOS: Final = 40
+#: Stateful scenarios, each of up to ``STATEFUL_STEP_COUNT`` linked calls. Derandomized runs
+#: are not fully reproducible across test selections: Hypothesis also draws (p = 0.05)
+#: string/int constants harvested from every *loaded* module, so the draws shift with what
+#: else the session imported. 40 scenarios missed the snapshot chunk link in the full-suite
+#: run; 100 leave a wide margin for the coverage assertion below.
+STATEFUL_SCENARIOS: Final = 100
 STATEFUL_STEP_COUNT: Final = 6
 #: How long a watch call listens before the stream is cut (it never ends by itself).
 WATCH_LISTEN_SECONDS: Final = 0.3
