@@ -62,6 +62,7 @@ from oversync_sa.client.state import (
     OperationKind,
     OperationState,
     count_dirty_rows,
+    count_outbox_rows,
     ensure_connected,
     ensure_source,
     fresh_source_id,
@@ -91,7 +92,8 @@ __all__ = ["MAX_PUSH_CONFLICT_AUTO_RETRIES", "PushTransferStats", "push_pending"
 
 _log = logging.getLogger("oversync_sa.client.push")
 
-#: Automatic re-freezes after resolved conflicts in one push (§6.5): 3 commit attempts in all.
+#: Automatic re-freezes after resolved conflicts that settled nothing (§6.5: 3 commit attempts
+#: when no round makes progress; rounds that shrink the pending set do not count).
 MAX_PUSH_CONFLICT_AUTO_RETRIES: Final = 2
 
 _OPERATION: Final = "PushPending()"
@@ -137,7 +139,16 @@ async def push_pending(
     """
     counters = stats if stats is not None else runtime.push_stats
     chosen = resolver if resolver is not None else runtime.resolver
-    for retry in range(MAX_PUSH_CONFLICT_AUTO_RETRIES + 1):
+    async with runtime.transaction() as conn:
+        pending = await count_dirty_rows(conn) + await count_outbox_rows(conn)
+    # Each 409 names one conflicting row. Go gives up after 2 re-freezes whatever happened,
+    # so a device back from a long offline spell with k > 3 stale rows gets an error from
+    # every sync although each round settles a row. Here only rounds that settle nothing
+    # (the resolver kept the row dirty: KeepLocal/KeepMerged against a moving server row)
+    # spend the budget; a round that shrinks the pending set is progress and cannot repeat
+    # more often than there are rows.
+    idle_retries = 0
+    while True:
         outcome = await _push_once(runtime, chosen, counters, progress)
         if outcome is not None:
             if outcome is PushOutcome.COMMITTED:
@@ -147,11 +158,15 @@ async def push_pending(
             remaining = await count_dirty_rows(conn)
         if remaining == 0:
             return PushReport(PushOutcome.NO_CHANGE, await _status(runtime))
-        if retry == MAX_PUSH_CONFLICT_AUTO_RETRIES:
-            raise PushConflictRetryExhaustedError(retry, remaining)
-        _log.info("retrying push after a resolved conflict (%d/%d)", retry + 1,
-                  MAX_PUSH_CONFLICT_AUTO_RETRIES)
-    raise AssertionError("unreachable: the loop returns or raises")
+        if remaining >= pending:
+            if idle_retries == MAX_PUSH_CONFLICT_AUTO_RETRIES:
+                raise PushConflictRetryExhaustedError(idle_retries, remaining)
+            idle_retries += 1
+        pending = remaining
+        _log.info(
+            "retrying push after a resolved conflict (%d rows pending, %d/%d retries without"
+            " progress)", remaining, idle_retries, MAX_PUSH_CONFLICT_AUTO_RETRIES,
+        )
 
 
 async def _status(runtime: ClientRuntime) -> SyncStatus:

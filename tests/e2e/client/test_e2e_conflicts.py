@@ -184,3 +184,34 @@ async def test_conflict_retry_exhaustion_leaves_replayable_dirty_state(
     await a.c.sync()
     assert await names(a) == await names(b)
 
+
+
+async def test_many_stale_rows_settle_in_one_push_when_each_round_progresses(
+    harness: Harness,
+) -> None:
+    """Five stale rows under server-wins: each 409 names one row and each round settles it, so
+    the push goes on past Go's 3 attempts (only rounds that settle nothing spend the budget)."""
+    resolver = Recording(ServerWinsResolver())
+    user = new_user()
+    a = await harness.device("a", user=user)
+    b = await harness.device("b", user=user, resolver=resolver)
+    await a.attach()
+    await b.attach()
+    rows = [new_id() for _ in range(5)]
+    for i, row in enumerate(rows):
+        await a.execute(INSERT_USER, (row.bytes, f"Original {i}", f"u{i}@example.com"))
+    await a.c.sync()
+    await b.c.sync()
+    for row in rows:
+        await a.execute("UPDATE users SET name = 'From A' WHERE id = ?", (row.bytes,))
+        await b.execute("UPDATE users SET name = 'From B' WHERE id = ?", (row.bytes,))
+    await a.c.sync()
+
+    report = await b.c.push_pending()
+
+    assert report.outcome is PushOutcome.NO_CHANGE
+    assert len(resolver.seen) == 5
+    assert {ctx.table for ctx in resolver.seen} == {"users"}
+    assert await b.dirty_count() == 0
+    assert await b.outbox_count() == 0
+    assert {name for name, _ in (await names(b)).values()} == {"From A"}
