@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from sqlalchemy import TextClause, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa._crashpoints import crash_point
@@ -45,7 +46,11 @@ from oversync_sa.server.read_support import driver_connection
 from oversync_sa.server.runtime_info import RuntimeTable, SyncRuntime
 from oversync_sa.server.scope import ScopeRecord, transition_to_initialized
 from oversync_sa.server.sources import next_expected_source_bundle_id
-from oversync_sa.server.upload_support import unexpected_as, upload_transaction
+from oversync_sa.server.upload_support import (
+    client_data_reason,
+    unexpected_as,
+    upload_transaction,
+)
 from oversync_sa.server.writes import defer_constraints, run_bundle
 from oversync_sa.wire.keys import KeyKind, Op, key_text
 from oversync_sa.wire.models import PushSessionCommitResponse
@@ -416,9 +421,19 @@ async def commit_push_session(
     del source_id  # sessions are owned per user (§11.12)
     with unexpected_as(PushSessionCommitFailedError, "commit push session"):
         async with service.operation():
-            response = await upload_transaction(
-                service, user_id, lambda conn: _commit(conn, service, user_id, push_id)
-            )
+            try:
+                response = await upload_transaction(
+                    service, user_id, lambda conn: _commit(conn, service, user_id, push_id)
+                )
+            except DBAPIError as exc:
+                reason = client_data_reason(exc)
+                if reason is None:
+                    raise
+                _log.info("push commit user=%s push=%s refused by PostgreSQL: %s",
+                          user_id, push_id, reason, extra={"user": user_id, "push_id": push_id})
+                raise PushSessionCommitFailedError(
+                    f"commit push session failed: {reason}"
+                ) from exc
     crash_point("server.commit.after_commit")
     _log.debug(
         "push commit user=%s source=%s sbid=%d -> bundle %d (%d rows)",

@@ -17,16 +17,26 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.errors import WireError
-from oversync_sa.server.locks import run_with_retry, user_transaction
+from oversync_sa.server.locks import run_with_retry, sqlstate_of, user_transaction
 
 if TYPE_CHECKING:
     from oversync_sa.server.service import SyncService
 
-__all__ = ["UPLOAD_ATTEMPTS", "UPLOAD_BACKOFF_SECONDS", "unexpected_as", "upload_transaction"]
+__all__ = [
+    "UPLOAD_ATTEMPTS",
+    "UPLOAD_BACKOFF_SECONDS",
+    "client_data_reason",
+    "unexpected_as",
+    "upload_transaction",
+]
 
 _log = logging.getLogger("oversync_sa.server.push")
 
 _T = TypeVar("_T")
+
+#: SQLSTATE classes a pushed row's own data causes: 22 data exception, 23 integrity violation
+#: (a deferred foreign key at COMMIT, NOT NULL, unique, CHECK).
+_CLIENT_DATA_CLASSES: Final = ("22", "23")
 
 #: Push create/chunk/commit retry budget: 3 attempts, linear 25 ms then 50 ms back-off.
 UPLOAD_ATTEMPTS: Final = 3
@@ -75,3 +85,28 @@ def unexpected_as(error: type[WireError], operation: str) -> Iterator[None]:
     except Exception as exc:
         _log.exception("%s failed", operation)
         raise error(f"{operation} failed") from exc
+
+
+def client_data_reason(exc: BaseException) -> str | None:
+    """PostgreSQL's own words for a failure the pushed rows caused, else ``None``.
+
+    A commit that breaks a foreign key, NOT NULL, unique or CHECK rule fails because of the
+    client's data, and retrying never helps; the contract still answers ``500
+    push_session_commit_failed``, but with the constraint and table named the client (and its
+    developer) can see which row to fix. Only the message and detail are used: they describe
+    the pusher's own rows and schema, nothing else.
+    """
+    code = sqlstate_of(exc)
+    if code is None or not code.startswith(_CLIENT_DATA_CLASSES):
+        return None
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            break
+        message = getattr(current, "message", None)
+        if isinstance(message, str) and message:
+            detail = getattr(current, "detail", None)
+            return f"{message} ({detail})" if isinstance(detail, str) and detail else message
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return None

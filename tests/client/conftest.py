@@ -16,6 +16,8 @@ from oversync_sa.client import (
     install_managed_triggers,
     validate_managed_tables,
 )
+from oversync_sa.client.client import SyncClient
+from tests.client.lifecycle.fakes import FakeServer, make_client
 
 SCHEMA = "business"
 
@@ -61,6 +63,24 @@ async def conn(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     async with engine.connect() as connection:
         await initialize_database(connection)
         yield connection
+
+
+@pytest.fixture
+def server() -> FakeServer:
+    """The scripted sync server of ``tests.client.lifecycle.fakes`` (the facade tests override
+    this and ``client`` with their in-memory server)."""
+    return FakeServer()
+
+
+@pytest.fixture
+async def client(tmp_path: Path, server: FakeServer) -> AsyncIterator[SyncClient]:
+    """One client on a fresh file, talking to ``server``."""
+    client = await make_client(tmp_path / "c.db", server)
+    try:
+        yield client
+    finally:
+        await client.close()
+        await client.runtime.engine.dispose()
 
 
 async def execute_all(conn: AsyncConnection, statements: Iterable[str]) -> None:

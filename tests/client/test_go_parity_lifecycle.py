@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -26,31 +25,12 @@ from tests.client.lifecycle.fakes import (
     FakeServer,
     make_client,
     ok,
+    scalar,
     snapshot_routes,
     user_row,
 )
 
 NO_RETRY = RetryPolicy(enabled=False)
-
-
-@pytest.fixture
-def server() -> FakeServer:
-    return FakeServer()
-
-
-@pytest.fixture
-async def client(tmp_path: Path, server: FakeServer) -> AsyncIterator[SyncClient]:
-    client = await make_client(tmp_path / "c.db", server)
-    try:
-        yield client
-    finally:
-        await client.close()
-        await client.runtime.engine.dispose()
-
-
-async def scalar(client: SyncClient, sql: str) -> object:
-    async with client.runtime.engine.connect() as conn:
-        return (await conn.exec_driver_sql(sql)).scalar()
 
 
 async def write(client: SyncClient, sql: str) -> None:

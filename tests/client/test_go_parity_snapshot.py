@@ -3,8 +3,6 @@ counterpart here (named after the Go test in each docstring)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,42 +16,15 @@ from oversync_sa.client.errors import (
 )
 from oversync_sa.errors import OversyncError
 from tests.client.lifecycle.fakes import (
-    CAPS,
     SCHEMA,
     FakeServer,
+    attached,
     error,
-    make_client,
     ok,
+    scalar,
     snapshot_routes,
     user_row,
 )
-
-
-@pytest.fixture
-def server() -> FakeServer:
-    return FakeServer()
-
-
-@pytest.fixture
-async def client(tmp_path: Path, server: FakeServer) -> AsyncIterator[SyncClient]:
-    client = await make_client(tmp_path / "c.db", server)
-    try:
-        yield client
-    finally:
-        await client.close()
-        await client.runtime.engine.dispose()
-
-
-async def scalar(client: SyncClient, sql: str) -> object:
-    async with client.runtime.engine.connect() as conn:
-        return (await conn.exec_driver_sql(sql)).scalar()
-
-
-async def attached(client: SyncClient, server: FakeServer) -> None:
-    await client.open()
-    server.default("GET /api/sync/capabilities", CAPS)
-    server.queue("POST /api/sync/connect", ok({"resolution": "initialize_empty"}))
-    await client.attach("u1")
 
 
 def post_row(key: str, author: str, version: int) -> dict[str, Any]:

@@ -136,7 +136,10 @@ async def test_foreign_key_to_a_parent_in_another_scope_fails_the_commit(
     post = row("posts", uid(30), {"title": "t", "content": "c", "author_id": PARENT})
     assert (await upload(client, push_id, [post], user=INTRUDER)).status_code == 200
     before = await dump(service.engine)
-    assert_error(await commit(client, push_id, user=INTRUDER), 500, "push_session_commit_failed")
+    resp = await commit(client, push_id, user=INTRUDER)
+    assert_error(resp, 500, "push_session_commit_failed", "violates foreign key constraint")
+    # The message describes the intruder's own row only: nothing of the owner's scope.
+    assert OWNER not in resp.text
     assert await dump(service.engine) == before
     assert await scalar(service.engine, "SELECT count(*) FROM business.posts WHERE id = :k",
                         k=uid(30)) == 0

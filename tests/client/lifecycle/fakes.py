@@ -115,5 +115,18 @@ async def make_client(path: Path, server: FakeServer, config: ClientConfig = CON
     )
 
 
+async def scalar(client: SyncClient, sql: str) -> object:
+    async with client.runtime.engine.connect() as conn:
+        return (await conn.exec_driver_sql(sql)).scalar()
+
+
+async def attached(client: SyncClient, server: FakeServer) -> None:
+    """Open ``client`` and attach it as ``u1`` to an empty server scope."""
+    await client.open()
+    server.default("GET /api/sync/capabilities", CAPS)
+    server.queue("POST /api/sync/connect", ok({"resolution": "initialize_empty"}))
+    await client.attach("u1")
+
+
 def body_of(request: httpx.Request) -> Any:
     return json.loads(request.content) if request.content else None

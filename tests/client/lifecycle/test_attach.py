@@ -23,14 +23,10 @@ from tests.client.lifecycle.fakes import (
     error,
     make_client,
     ok,
+    scalar,
     snapshot_routes,
     user_row,
 )
-
-
-async def scalar(client: SyncClient, sql: str) -> object:
-    async with client.runtime.engine.connect() as conn:
-        return (await conn.exec_driver_sql(sql)).scalar()
 
 
 def connect_reply(server: FakeServer, resolution: str, **extra: object) -> None:

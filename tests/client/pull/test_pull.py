@@ -22,23 +22,13 @@ from oversync_sa.errors import AuthenticationFailedError, SourceRetiredError, Wi
 from tests.client.lifecycle.fakes import (
     CAPS,
     FakeServer,
+    attached,
     error,
     ok,
+    scalar,
     snapshot_routes,
     user_row,
 )
-
-
-async def scalar(client: SyncClient, sql: str) -> object:
-    async with client.runtime.engine.connect() as conn:
-        return (await conn.exec_driver_sql(sql)).scalar()
-
-
-async def attached(client: SyncClient, server: FakeServer) -> None:
-    await client.open()
-    server.default("GET /api/sync/capabilities", CAPS)
-    server.queue("POST /api/sync/connect", ok({"resolution": "initialize_empty"}))
-    await client.attach("u1")
 
 
 def bundle(seq: int, *rows: dict[str, Any]) -> dict[str, Any]:

@@ -226,6 +226,12 @@ async def test_deferred_fk_violation_fails_at_commit_and_rolls_back(service: Syn
     with pytest.raises(PushSessionCommitFailedError) as caught:
         await commit_push_session(service, "u1", "dev-a", session.push_id)
     assert "23503" in repr(caught.value.__cause__) or "foreign key" in str(caught.value.__cause__)
+    # The client's own data broke the rule: the wire message names the table, the constraint
+    # and the missing key (PostgreSQL's message and detail), so the row can be found and fixed.
+    message = caught.value.message
+    assert message.startswith("commit push session failed: ")
+    assert 'table "posts" violates foreign key constraint' in message
+    assert uid(99) in message
     assert await fetch(service.engine, "SELECT count(*) FROM business.posts") == [(0,)]
     assert await fetch(service.engine, "SELECT count(*) FROM sync.bundle_log") == [(0,)]
     # The session survives the rolled-back commit.
