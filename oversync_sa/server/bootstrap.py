@@ -28,6 +28,7 @@ from oversync_sa.server.bootstrap_validation import (
 from oversync_sa.server.catalog_migration import migrate_table_catalog
 from oversync_sa.server.config import RegisteredTable, ServiceConfig
 from oversync_sa.server.dependency_order import dependency_order
+from oversync_sa.server.locks import RETRYABLE_SQLSTATES, sqlstate_of
 from oversync_sa.server.runtime_info import KeyType, RuntimeTable, SyncRuntime
 from oversync_sa.server.triggers import install_triggers
 
@@ -35,7 +36,6 @@ __all__ = ["assign_table_ids", "run_bootstrap"]
 
 _log = logging.getLogger("oversync_sa.server.bootstrap")
 
-_RETRY_SQLSTATES: Final = frozenset({"40001", "40P01", "55P03"})
 _ATTEMPTS: Final = 3
 _BACKOFF_SECONDS: Final = 0.05
 
@@ -48,17 +48,6 @@ def assign_table_ids(tables: Sequence[RegisteredTable]) -> dict[str, int]:
     return {name: i for i, name in enumerate(ordered, start=1)}
 
 
-def _sqlstate(exc: DBAPIError) -> str | None:
-    orig = exc.orig
-    for attr in ("sqlstate", "pgcode"):
-        code = getattr(orig, attr, None)
-        if isinstance(code, str):
-            return code
-    cause = getattr(orig, "__cause__", None)
-    code = getattr(cause, "sqlstate", None)
-    return code if isinstance(code, str) else None
-
-
 async def _in_transaction(
     engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[_T]]
 ) -> _T:
@@ -68,7 +57,7 @@ async def _in_transaction(
             async with engine.begin() as conn:
                 return await work(conn)
         except DBAPIError as exc:
-            if attempt == _ATTEMPTS or _sqlstate(exc) not in _RETRY_SQLSTATES:
+            if attempt == _ATTEMPTS or sqlstate_of(exc) not in RETRYABLE_SQLSTATES:
                 raise
             _log.warning("bootstrap transaction attempt %d failed transiently: %s", attempt, exc)
             await asyncio.sleep(_BACKOFF_SECONDS * attempt)
