@@ -14,6 +14,7 @@ comparable and the table says so.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -395,6 +396,24 @@ def write_results(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def scale_main(
+    run: Callable[[BenchContext], Awaitable[list[Measurement]]],
+    argv: list[str] | None,
+    *,
+    module: str,
+    description: str | None,
+    output: Path,
+) -> int:
+    """``python -m benchmarks.<module> [--scale S] [--output PATH]``: ``run`` alone."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{module}",
+                                     description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--output", type=Path, default=output)
+    args = parser.parse_args(argv)
+    return run_standalone(run, output=args.output, scale=args.scale)
 
 
 def run_standalone(

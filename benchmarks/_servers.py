@@ -22,10 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 import httpx
+
+if TYPE_CHECKING:
+    from oversync_sa.testing import PostgresServer
 
 __all__ = [
     "JWT_SECRET",
@@ -35,11 +40,45 @@ __all__ = [
     "free_port",
     "proc_status_kib",
     "process_cpu_seconds",
+    "serving",
 ]
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 JWT_SECRET: Final = "http-load-benchmark-secret-of-32-bytes"
 _READY_SECONDS: Final = 90.0
+
+
+class _Server(Protocol):
+    async def wait_ready(self) -> None: ...
+
+    def tail(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Server)
+
+
+@asynccontextmanager
+async def serving(
+    pg: PostgresServer, start: Callable[[str], _S]
+) -> AsyncIterator[tuple[_S, str]]:
+    """``start(database_url)`` over a fresh database, ready; ``(server, database_url)``.
+
+    On any failure the server's log tail goes to stderr; the server is stopped and the database
+    dropped on the way out.
+    """
+    database_url = pg.create_database()
+    server = start(database_url)
+    try:
+        await server.wait_ready()
+        yield server, database_url
+    except BaseException:
+        print(server.tail(), file=sys.stderr)
+        raise
+    finally:
+        server.stop()
+        pg.drop_database(database_url)
 
 
 def free_port() -> int:

@@ -45,6 +45,7 @@ import httpx
 import msgspec
 
 from benchmarks._harness import BenchContext, Measurement, StageClock, measure
+from benchmarks._servers import proc_status_kib
 from oversync_sa.client import (
     ClientConfig,
     RetryPolicy,
@@ -495,14 +496,8 @@ async def _bench_snapshot(ctx: BenchContext, work: Path) -> ClientMeasurement:
 
 
 def _status_kib(field_name: str) -> int:
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    """A ``kB`` field of this process's ``/proc`` status."""
+    return proc_status_kib(os.getpid(), field_name)
 
 
 def _peak_rss_kib() -> int:

@@ -17,7 +17,6 @@ every core; the notes say so).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shutil
@@ -28,13 +27,20 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Final
 
 import httpx
 
-from benchmarks._harness import BenchContext, Measurement, percentile, run_standalone
-from benchmarks._servers import JWT_SECRET, REPO_ROOT, ServerProcess, process_cpu_seconds
+from benchmarks._harness import BenchContext, Measurement, percentile, scale_main
+from benchmarks._servers import (
+    JWT_SECRET,
+    REPO_ROOT,
+    ServerProcess,
+    process_cpu_seconds,
+    serving,
+)
 from benchmarks.http_load import Device, Stats
 
 __all__ = ["main", "run"]
@@ -203,18 +209,20 @@ async def push_workload(
     return result
 
 
-async def _ours(ctx: BenchContext, devices: int, pushes: int, rows: int) -> PushRun:
-    database_url = ctx.server.create_database()
-    server = ServerProcess(database_url, pool_max=max(10, devices + 5))
-    try:
-        await server.wait_ready()
+async def _push_run(
+    ctx: BenchContext,
+    start: Callable[[str], ServerProcess | GoServer],
+    devices: int,
+    pushes: int,
+    rows: int,
+) -> PushRun:
+    async with serving(ctx.server, start) as (server, _):
         return await push_workload(server.base_url, devices, pushes, rows, server.cpu_seconds)
-    except BaseException:
-        print(server.tail(), file=sys.stderr)
-        raise
-    finally:
-        server.stop()
-        ctx.server.drop_database(database_url)
+
+
+async def _ours(ctx: BenchContext, devices: int, pushes: int, rows: int) -> PushRun:
+    start = partial(ServerProcess, pool_max=max(10, devices + 5))
+    return await _push_run(ctx, start, devices, pushes, rows)
 
 
 async def _go(
@@ -222,17 +230,8 @@ async def _go(
 ) -> PushRun:
     if not _port_free(GO_PORT):
         raise Skip(f"port {GO_PORT} (go-oversync's fixed port) is in use")
-    database_url = ctx.server.create_database()
-    server = GoServer(binary, database_url, pool_max=max(10, devices + 5))
-    try:
-        await server.wait_ready()
-        return await push_workload(server.base_url, devices, pushes, rows, server.cpu_seconds)
-    except BaseException:
-        print(server.tail(), file=sys.stderr)
-        raise
-    finally:
-        server.stop()
-        ctx.server.drop_database(database_url)
+    start = partial(GoServer, binary, pool_max=max(10, devices + 5))
+    return await _push_run(ctx, start, devices, pushes, rows)
 
 
 def _ms(seconds: float) -> str:
@@ -287,13 +286,8 @@ async def run(ctx: BenchContext) -> list[Measurement]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.go_compare [--scale S]``: this comparison alone."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.go_compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--output", type=Path,
-                        default=Path(__file__).with_name("results-go.json"))
-    args = parser.parse_args(argv)
-    return run_standalone(run, output=args.output, scale=args.scale)
+    return scale_main(run, argv, module="go_compare", description=__doc__,
+                      output=Path(__file__).with_name("results-go.json"))
 
 
 if __name__ == "__main__":

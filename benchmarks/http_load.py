@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,7 +43,7 @@ from benchmarks._harness import (
     percentile,
     run_standalone,
 )
-from benchmarks._servers import ServerProcess
+from benchmarks._servers import ServerProcess, serving
 
 NAME: Final = "http"
 DEVICES: Final = 50
@@ -350,20 +351,10 @@ async def measure_load(
     ctx: BenchContext, devices: int, loops: int, workers: int
 ) -> LatencyMeasurement:
     """One load run against a fresh database and a fresh server with ``workers`` workers."""
-    database_url = ctx.server.create_database()
     # Every worker gets a pool big enough for its share of the devices, within max_connections.
-    server = ServerProcess(
-        database_url, pool_max=max(10, devices // workers + 5), workers=workers
-    )
-    try:
-        await server.wait_ready()
+    start = partial(ServerProcess, pool_max=max(10, devices // workers + 5), workers=workers)
+    async with serving(ctx.server, start) as (server, _):
         result = await run_load(server.base_url, server, devices, loops)
-    except BaseException:
-        print(server.tail(), file=sys.stderr)
-        raise
-    finally:
-        server.stop()
-        ctx.server.drop_database(database_url)
     print(
         f"http_load ({_workers_label(workers)}): {result.requests} requests, "
         f"{len(result.errors)} errors, p99 commit {_ms(result.p('push commit', 0.99))}, "

@@ -26,14 +26,13 @@ Under ``--scale`` the push and subscriber counts shrink (at least 3 pushes, 2 su
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -45,9 +44,9 @@ from benchmarks._harness import (
     LatencyMeasurement,
     Measurement,
     percentile,
-    run_standalone,
+    scale_main,
 )
-from benchmarks._servers import ServerFleet
+from benchmarks._servers import ServerFleet, serving
 from benchmarks.http_load import Device, Stats
 from oversync_sa.testing import asyncpg_dsn
 
@@ -297,11 +296,9 @@ async def measure_variant(
 async def run(ctx: BenchContext) -> list[Measurement]:
     subscribers = ctx.size(SUBSCRIBERS, minimum=2)
     pushes = ctx.size(PUSHES, minimum=3)
-    database_url = ctx.server.create_database()
     # Two single-worker servers over one database serve both variants.
-    fleet = ServerFleet(database_url, 2, pool_max=10)
-    try:
-        await fleet.wait_ready()
+    fleet_of_two = partial(ServerFleet, count=2, pool_max=10)
+    async with serving(ctx.server, fleet_of_two) as (fleet, database_url):
         return [
             await measure_variant(
                 database_url, fleet.base_urls, cross_worker=cross, subscribers=subscribers,
@@ -309,24 +306,12 @@ async def run(ctx: BenchContext) -> list[Measurement]:
             )
             for cross in (False, True)
         ]
-    except BaseException:
-        print(fleet.tail(), file=sys.stderr)
-        raise
-    finally:
-        fleet.stop()
-        ctx.server.drop_database(database_url)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.watch_latency [--scale S]``: this module alone."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.watch_latency",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--output", type=Path,
-                        default=Path(__file__).with_name("results-watch.json"))
-    args = parser.parse_args(argv)
-    return run_standalone(run, output=args.output, scale=args.scale)
+    return scale_main(run, argv, module="watch_latency", description=__doc__,
+                      output=Path(__file__).with_name("results-watch.json"))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from oversync_sa.client.results import (
     SyncStatus,
 )
 from oversync_sa.client.runtime import ClientRuntime
+from oversync_sa.client.table_set import registered_tables
 from oversync_sa.errors import OversyncError
 
 __all__ = [
@@ -256,15 +257,7 @@ async def managed_table_names(
     conn: AsyncConnection, schema: str, configured: Iterable[str]
 ) -> list[str]:
     """Registry tables (alphabetical) followed by configured tables not in the registry."""
-    registered = [
-        str(row[0])
-        for row in await fetch_all(
-            conn,
-            "SELECT table_name FROM _sync_managed_tables WHERE schema_name = ?"
-            " ORDER BY table_name",
-            (schema,),
-        )
-    ]
+    registered = await registered_tables(conn, schema)
     seen = set(registered)
     return registered + [name for name in configured if name not in seen]
 

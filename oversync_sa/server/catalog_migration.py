@@ -44,7 +44,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.errors import SchemaViolation, UnsupportedSchemaError
-from oversync_sa.server.runtime_info import KeyType, RuntimeTable
+from oversync_sa.server.runtime_info import KeyType, RuntimeTable, quote_ident
 from oversync_sa.server.runtime_schema import (
     ADVISORY_LOCK_KEY,
     BUNDLE_CAPTURE_STAGE,
@@ -373,18 +373,12 @@ def _refresh_triggers(conn: Connection, plan: CatalogPlan) -> None:
 
 def drop_sync_triggers(conn: Connection, schema: str, table: str) -> None:
     """Remove both sync triggers from ``schema.table``; a missing table is not an error."""
-    exists = conn.scalar(
-        sa.select(sa.func.to_regclass(_quoted(schema) + "." + _quoted(table)).is_not(None))
-    )
+    target = f"{quote_ident(schema)}.{quote_ident(table)}"
+    exists = conn.scalar(sa.select(sa.func.to_regclass(target).is_not(None)))
     if not exists:
         return
-    target = f"{_quoted(schema)}.{_quoted(table)}"
     for trigger in (CAPTURE_TRIGGER, OWNER_GUARD_TRIGGER):
         conn.execute(sa.text(f"DROP TRIGGER IF EXISTS {trigger} ON {target}"))
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 async def migrate_table_catalog(

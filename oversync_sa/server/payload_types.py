@@ -35,14 +35,9 @@ __all__ = ["check_payload_types"]
 _DATA_EXCEPTION_CLASS: Final = "22"
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _convert_sql(table: RuntimeTable) -> str:
-    row_type = f"{_ident(table.schema)}.{_ident(table.table)}"
     return (
-        f"SELECT count(*) FROM jsonb_populate_recordset(NULL::{row_type},"
+        f"SELECT count(*) FROM jsonb_populate_recordset(NULL::{table.sql_name},"
         " CAST(:docs AS jsonb))"
     )
 

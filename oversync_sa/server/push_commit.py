@@ -43,7 +43,7 @@ from oversync_sa.server.payload import SCOPE_COLUMN, canonicalize_wire_payload
 from oversync_sa.server.push_sessions import PushSession, load_push_session
 from oversync_sa.server.push_validation import StagedRow, payload_columns
 from oversync_sa.server.read_support import driver_connection
-from oversync_sa.server.runtime_info import RuntimeTable, SyncRuntime
+from oversync_sa.server.runtime_info import RuntimeTable, SyncRuntime, quote_ident
 from oversync_sa.server.scope import ScopeRecord, transition_to_initialized
 from oversync_sa.server.sources import next_expected_source_bundle_id
 from oversync_sa.server.upload_support import (
@@ -193,14 +193,6 @@ async def _row_versions(
     return {int(o) - 1: RowVersion(int(seq), bool(d)) for o, seq, d in result.all()}
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _qualified(table: RuntimeTable) -> str:
-    return f"{_ident(table.schema)}.{_ident(table.table)}"
-
-
 def _key_param(table: RuntimeTable) -> str:
     return "CAST(:key AS uuid)" if table.key_type == "uuid" else "CAST(:key AS text)"
 
@@ -208,9 +200,9 @@ def _key_param(table: RuntimeTable) -> str:
 @lru_cache(maxsize=256)
 def _server_row_sql(table: RuntimeTable) -> TextClause:
     return text(
-        f"SELECT (to_jsonb(src) - '{SCOPE_COLUMN}')::text FROM {_qualified(table)} AS src "
-        f"WHERE src.{_ident(table.key_column)} = {_key_param(table)} "
-        f"AND src.{_ident(SCOPE_COLUMN)} = :scope"
+        f"SELECT (to_jsonb(src) - '{SCOPE_COLUMN}')::text FROM {table.sql_name} AS src "
+        f"WHERE src.{quote_ident(table.key_column)} = {_key_param(table)} "
+        f"AND src.{quote_ident(SCOPE_COLUMN)} = :scope"
     )
 
 
@@ -271,34 +263,34 @@ async def _raise_on_conflict(
 
 @lru_cache(maxsize=256)
 def _insert_sql(table: RuntimeTable, columns: tuple[str, ...]) -> TextClause:
-    listed = ", ".join(_ident(c) for c in columns)
-    selected = ", ".join(f"src.{_ident(c)}" for c in columns)
+    listed = ", ".join(quote_ident(c) for c in columns)
+    selected = ", ".join(f"src.{quote_ident(c)}" for c in columns)
     return text(
-        f"INSERT INTO {_qualified(table)} ({_ident(SCOPE_COLUMN)}, {listed}) "
+        f"INSERT INTO {table.sql_name} ({quote_ident(SCOPE_COLUMN)}, {listed}) "
         f"SELECT CAST(:scope AS text), {selected} "
         "FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS e(doc, n) "
-        f"CROSS JOIN LATERAL jsonb_populate_record(NULL::{_qualified(table)}, e.doc) AS src "
+        f"CROSS JOIN LATERAL jsonb_populate_record(NULL::{table.sql_name}, e.doc) AS src "
         "ORDER BY e.n"
     )
 
 
 @lru_cache(maxsize=256)
 def _update_sql(table: RuntimeTable, columns: tuple[str, ...]) -> TextClause:
-    assignments = ", ".join(f"{_ident(c)} = src.{_ident(c)}" for c in columns)
+    assignments = ", ".join(f"{quote_ident(c)} = src.{quote_ident(c)}" for c in columns)
     return text(
-        f"UPDATE {_qualified(table)} AS dst SET {assignments} "
-        f"FROM jsonb_populate_record(NULL::{_qualified(table)}, CAST(:payload AS jsonb)) AS src "
-        f"WHERE dst.{_ident(table.key_column)} = {_key_param(table)} "
-        f"AND dst.{_ident(SCOPE_COLUMN)} = :scope"
+        f"UPDATE {table.sql_name} AS dst SET {assignments} "
+        f"FROM jsonb_populate_record(NULL::{table.sql_name}, CAST(:payload AS jsonb)) AS src "
+        f"WHERE dst.{quote_ident(table.key_column)} = {_key_param(table)} "
+        f"AND dst.{quote_ident(SCOPE_COLUMN)} = :scope"
     )
 
 
 @lru_cache(maxsize=256)
 def _delete_sql(table: RuntimeTable) -> TextClause:
     return text(
-        f"DELETE FROM {_qualified(table)} "
-        f"WHERE {_ident(table.key_column)} = {_key_param(table)} "
-        f"AND {_ident(SCOPE_COLUMN)} = :scope"
+        f"DELETE FROM {table.sql_name} "
+        f"WHERE {quote_ident(table.key_column)} = {_key_param(table)} "
+        f"AND {quote_ident(SCOPE_COLUMN)} = :scope"
     )
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from oversync_sa.server.runtime_schema import SYNC_KEY_KIND_TEXT, SYNC_KEY_KIND_UUID
 
-__all__ = ["KeyType", "RuntimeTable", "SyncRuntime", "key_kind_for"]
+__all__ = ["KeyType", "RuntimeTable", "SyncRuntime", "key_kind_for", "quote_ident"]
 
 KeyType = Literal["uuid", "text"]
 
@@ -16,6 +16,11 @@ KeyType = Literal["uuid", "text"]
 def key_kind_for(key_type: KeyType) -> int:
     """The ``sync_key_kind`` code (§1.1) of a key column type."""
     return SYNC_KEY_KIND_UUID if key_type == "uuid" else SYNC_KEY_KIND_TEXT
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a double-quoted SQL identifier (embedded quotes doubled)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,11 @@ class RuntimeTable:
     def name(self) -> str:
         """The ``"schema.table"`` key used in configuration, catalog and wire."""
         return f"{self.schema}.{self.table}"
+
+    @property
+    def sql_name(self) -> str:
+        """The quoted ``"schema"."table"`` name used in generated SQL."""
+        return f"{quote_ident(self.schema)}.{quote_ident(self.table)}"
 
     @property
     def key_kind(self) -> int:

@@ -198,18 +198,13 @@ $capture$
 TRIGGER_FUNCTION_DDL: Final = (_OWNER_GUARD_SQL, _CAPTURE_SQL)
 
 
-def _ident(name: str) -> str:
-    """Always-quoted identifier, as §2.5 prescribes (names are already lower-cased)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
 def trigger_ddl(table: RuntimeTable) -> tuple[str, ...]:
     """The four statements that (re)install the guard and capture triggers on ``table``."""
-    target = f"{_ident(table.schema)}.{_ident(table.table)}"
+    target = table.sql_name  # always quoted, as §2.5 prescribes
     args = ", ".join(
         _literal(v) for v in (table.key_column, str(table.key_kind), str(table.table_id))
     )

@@ -27,6 +27,8 @@ from tests.crash._device import EXIT_SYNC_ERROR, row_ids
 from tests.e2e.client._support import Device
 
 __all__ = [
+    "BATCH",
+    "ROWS",
     "EXIT_SYNC_ERROR",
     "Expected",
     "assert_converged",
@@ -37,6 +39,11 @@ __all__ = [
     "run_killed",
     "write_and_push",
 ]
+
+#: ``insert:a:3`` writes 3 users + 3 posts: a push of three 2-row chunks.
+BATCH = ("a", 3)
+#: The rows one ``BATCH`` writes.
+ROWS = 2 * BATCH[1]
 
 #: Generous: a child only waits for a local server; hitting it means a hang, which is a bug.
 _CHILD_TIMEOUT = 180.0

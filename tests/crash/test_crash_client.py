@@ -15,6 +15,8 @@ import pytest
 
 from oversync_sa.errors import PushSessionInvalidError
 from tests.crash._support import (
+    BATCH,
+    ROWS,
     Expected,
     assert_converged,
     assert_ok,
@@ -28,10 +30,6 @@ from tests.crash._support import (
 from tests.e2e.client._support import Device, Harness, new_id, new_user
 
 pytestmark = pytest.mark.postgres
-
-#: ``insert:a:3`` writes 3 users + 3 posts: a push of three 2-row chunks.
-BATCH = ("a", 3)
-ROWS = 2 * BATCH[1]
 
 
 async def write_one_user(device: Device, name: str) -> None:

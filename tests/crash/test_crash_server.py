@@ -22,7 +22,9 @@ from oversync_sa._crashpoints import ENV_CRASH_POINT
 from oversync_sa.testing import PostgresServer, sqlalchemy_url
 from tests import _live_server
 from tests.crash._support import (
+    BATCH,
     EXIT_SYNC_ERROR,
+    ROWS,
     Expected,
     assert_converged,
     assert_ok,
@@ -36,9 +38,6 @@ from tests.crash._support import (
 from tests.e2e.client._support import JWT_SECRET, Harness, new_user
 
 pytestmark = pytest.mark.postgres
-
-BATCH = ("a", 3)
-ROWS = 2 * BATCH[1]
 
 
 class Servers:

@@ -28,6 +28,8 @@ from oversync_sa.testing.faults import (
 )
 from tests.e2e.client._support import (
     FAST_RETRY,
+    INSERT_POST,
+    INSERT_USER,
     NO_RETRY,
     Device,
     Harness,
@@ -38,9 +40,7 @@ from tests.e2e.client._support import (
 
 pytestmark = pytest.mark.postgres
 
-INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
 UPDATE_USER = "UPDATE users SET name = ? WHERE id = ?"
-INSERT_POST = "INSERT INTO posts (id, title, content, author_id) VALUES (?, ?, ?, ?)"
 COMMIT = "/sync/push-sessions/*/commit"
 CHUNKS = "/sync/push-sessions/*/chunks"
 CREATE = "/sync/push-sessions"

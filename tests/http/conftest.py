@@ -6,22 +6,7 @@ runs the app on a loop of its own, which an asyncpg engine made here cannot be u
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+# The fixtures live in http_support so that the security suite shares them.
+from tests.http.http_support import client_fixture, service_fixture
 
-import httpx
-import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from oversync_sa.server import SyncService
-from tests.http.http_support import app_client, make_app, make_service
-
-
-@pytest.fixture
-async def service(pg_engine: AsyncEngine) -> SyncService:
-    return await make_service(pg_engine)
-
-
-@pytest.fixture
-async def client(service: SyncService) -> AsyncIterator[httpx.AsyncClient]:
-    async with app_client(make_app(service)) as test_client:
-        yield test_client
+__all__ = ["client_fixture", "service_fixture"]

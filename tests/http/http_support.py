@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -51,6 +52,19 @@ async def app_client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
         transport=httpx.ASGITransport(app=app), base_url="http://testserver"
     ) as client:
         yield client
+
+
+@pytest.fixture(name="service")
+async def service_fixture(pg_engine: AsyncEngine) -> SyncService:
+    """The ``service`` fixture of the HTTP and security suites: :func:`make_service`."""
+    return await make_service(pg_engine)
+
+
+@pytest.fixture(name="client")
+async def client_fixture(service: SyncService) -> AsyncIterator[httpx.AsyncClient]:
+    """The ``client`` fixture of the HTTP and security suites: httpx over an app of ``service``."""
+    async with app_client(make_app(service)) as test_client:
+        yield test_client
 
 
 def headers(user: str = "alice", source: str = SOURCE) -> dict[str, str]:

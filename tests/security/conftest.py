@@ -15,7 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from oversync_sa.server import RegisteredTable, ServiceConfig, SyncService
-from tests.http.http_support import app_client, make_app, make_service
+from tests.http.http_support import app_client, client_fixture, make_app, service_fixture
+
+__all__ = ["client_fixture", "service_fixture"]
 
 #: One column per PostgreSQL type a payload value is converted into; ``notes`` has a text key.
 KINDS_DDL = (
@@ -29,17 +31,6 @@ KINDS_DDL = (
     " _sync_scope_id text NOT NULL, code text NOT NULL, body text,"
     " PRIMARY KEY (_sync_scope_id, code))",
 )
-
-
-@pytest.fixture
-async def service(pg_engine: AsyncEngine) -> SyncService:
-    return await make_service(pg_engine)
-
-
-@pytest.fixture
-async def client(service: SyncService) -> AsyncIterator[httpx.AsyncClient]:
-    async with app_client(make_app(service)) as test_client:
-        yield test_client
 
 
 @pytest.fixture

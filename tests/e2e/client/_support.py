@@ -35,6 +35,10 @@ from tests import _live_server
 JWT_SECRET = "client-e2e-secret-that-is-long-enough-for-hs256"
 SCHEMA = "business"
 
+#: Local writes of the §10.1 business tables most tests make.
+INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
+INSERT_POST = "INSERT INTO posts (id, title, content, author_id) VALUES (?, ?, ?, ?)"
+
 #: Parents before children, as ``ClientConfig.from_models`` would list them.
 TABLES = (
     "users", "posts", "categories", "teams", "team_members", "files", "file_reviews",

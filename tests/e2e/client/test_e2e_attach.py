@@ -14,6 +14,8 @@ from oversync_sa.client.results import (
     RemoteSyncOutcome,
 )
 from tests.e2e.client._support import (
+    INSERT_POST,
+    INSERT_USER,
     NO_RETRY,
     Harness,
     LossyTransport,
@@ -23,9 +25,6 @@ from tests.e2e.client._support import (
 )
 
 pytestmark = pytest.mark.postgres
-
-INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
-INSERT_POST = "INSERT INTO posts (id, title, content, author_id) VALUES (?, ?, ?, ?)"
 
 
 async def test_first_attach_on_empty_scope_starts_empty_and_pushes(harness: Harness) -> None:

@@ -16,11 +16,10 @@ import pytest
 from oversync_sa.client.background import DownloadMode
 from oversync_sa.client.config import BundleChangeWatchMode
 from oversync_sa.client.results import RemoteSyncReport
-from tests.e2e.client._support import Device, Harness, new_id, new_user, server_ids
+from tests.e2e.client._support import INSERT_USER, Device, Harness, new_id, new_user, server_ids
 
 pytestmark = pytest.mark.postgres
 
-INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
 WAKE_UP_SECONDS = 5.0
 
 

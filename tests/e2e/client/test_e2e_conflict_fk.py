@@ -17,12 +17,10 @@ import pytest
 from oversync_sa.client.conflicts import ConflictContext, KeepMerged, MergeResult
 from oversync_sa.client.errors import InvalidConflictResolutionError
 from oversync_sa.client.results import PushOutcome
-from tests.e2e.client._support import Device, Harness, new_id, new_user
+from tests.e2e.client._support import INSERT_POST, INSERT_USER, Device, Harness, new_id, new_user
 
 pytestmark = pytest.mark.postgres
 
-INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
-INSERT_POST = "INSERT INTO posts (id, title, content, author_id) VALUES (?, ?, ?, ?)"
 INSERT_CATEGORY = "INSERT INTO categories (id, name, parent_id) VALUES (?, ?, ?)"
 
 

@@ -17,11 +17,9 @@ from oversync_sa.client.conflicts import (
 from oversync_sa.client.errors import PushConflictRetryExhaustedError
 from oversync_sa.client.results import PushOutcome
 from oversync_sa.wire import Op
-from tests.e2e.client._support import Device, Harness, new_id, new_user
+from tests.e2e.client._support import INSERT_USER, Device, Harness, new_id, new_user
 
 pytestmark = pytest.mark.postgres
-
-INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
 
 
 class Recording:
@@ -183,7 +181,6 @@ async def test_conflict_retry_exhaustion_leaves_replayable_dirty_state(
     assert [r["name"] for r in await harness.server_rows(user, "users", "name")] == ["From B"]
     await a.c.sync()
     assert await names(a) == await names(b)
-
 
 
 async def test_many_stale_rows_settle_in_one_push_when_each_round_progresses(

@@ -16,12 +16,19 @@ from sqlalchemy import select
 
 from examples.business_models import Category, File, FileReview, Post, User
 from oversync_sa.client.results import AttachOutcome, PushOutcome, RemoteSyncOutcome
-from tests.e2e.client._support import TABLES, Device, Harness, new_id, new_user, server_ids
+from tests.e2e.client._support import (
+    INSERT_POST,
+    INSERT_USER,
+    TABLES,
+    Device,
+    Harness,
+    new_id,
+    new_user,
+    server_ids,
+)
 
 pytestmark = pytest.mark.postgres
 
-INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
-INSERT_POST = "INSERT INTO posts (id, title, content, author_id) VALUES (?, ?, ?, ?)"
 INSERT_CATEGORY = "INSERT INTO categories (id, name, parent_id) VALUES (?, ?, ?)"
 INSERT_TEAM = "INSERT INTO teams (id, name, captain_member_id) VALUES (?, ?, ?)"
 INSERT_MEMBER = "INSERT INTO team_members (id, name, team_id) VALUES (?, ?, ?)"

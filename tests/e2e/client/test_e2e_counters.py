@@ -6,11 +6,9 @@ import pytest
 
 from oversync_sa.client.conflicts import ClientWinsResolver
 from oversync_sa.client.results import PushOutcome, RemoteSyncOutcome, SyncCounters
-from tests.e2e.client._support import Harness, new_id, new_user
+from tests.e2e.client._support import INSERT_USER, Harness, new_id, new_user
 
 pytestmark = pytest.mark.postgres
-
-INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
 
 
 async def test_counters_follow_pushes_pulls_and_the_dirty_queue(harness: Harness) -> None:

@@ -19,6 +19,8 @@ from oversync_sa.client.errors import RetryExhaustedError
 from oversync_sa.client.results import PushOutcome
 from tests.e2e.client._support import (
     FAST_RETRY,
+    INSERT_POST,
+    INSERT_USER,
     NO_RETRY,
     Device,
     Harness,
@@ -33,9 +35,6 @@ from tests.e2e.client._support import (
 )
 
 pytestmark = pytest.mark.postgres
-
-INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
-INSERT_POST = "INSERT INTO posts (id, title, content, author_id) VALUES (?, ?, ?, ?)"
 
 
 async def bundles_of(harness: Harness, user: str, source: str) -> list[tuple[int, int]]:

@@ -24,6 +24,7 @@ from oversync_sa.client.errors import (
 from oversync_sa.client.results import AttachOutcome, DetachOutcome, PushOutcome
 from oversync_sa.errors import InitializationExpiredError, PushSessionInvalidError
 from tests.e2e.client._support import (
+    INSERT_USER,
     NO_RETRY,
     Device,
     Harness,
@@ -36,7 +37,6 @@ from tests.e2e.client._support import (
 
 pytestmark = pytest.mark.postgres
 
-INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
 UPDATE_NAME = "UPDATE users SET name = ? WHERE id = ?"
 
 

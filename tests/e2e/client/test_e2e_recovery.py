@@ -28,6 +28,7 @@ from oversync_sa.client.results import (
 )
 from oversync_sa.client.triggers import TRANSITION_PENDING_MESSAGE
 from tests.e2e.client._support import (
+    INSERT_USER,
     NO_RETRY,
     Device,
     Harness,
@@ -39,8 +40,6 @@ from tests.e2e.client._support import (
 )
 
 pytestmark = pytest.mark.postgres
-
-INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
 
 
 async def add_user(device: Device, name: str) -> uuid.UUID:
@@ -63,6 +62,35 @@ async def source_state(harness: Harness, user: str, source: str) -> tuple[str, i
             " WHERE u.user_id = :u AND s.source_id = :s"
         ), {"u": user, "s": source})).one()
     return str(row[0]), int(row[1]), str(row[2])
+
+
+async def set_source_watermark(harness: Harness, user: str, source: str, value: int) -> None:
+    """Set the server's ``max_committed_source_bundle_id`` of ``source`` (a restored backup)."""
+    await harness.server_execute(
+        "UPDATE sync.source_state SET max_committed_source_bundle_id = :v"
+        " WHERE source_id = :s AND user_pk = (SELECT user_pk FROM sync.user_state"
+        " WHERE user_id = :u)",
+        v=value, s=source, u=user,
+    )
+
+
+async def clone_device(harness: Harness, user: str) -> tuple[Device, Device, str]:
+    """An attached ``original`` with one synced row and an attached ``clone`` copied from it.
+
+    Returns ``(original, clone, shared)``, ``shared`` being the source id both copies carry.
+    """
+    original = await harness.device("original", user=user)
+    await original.attach()
+    await add_user(original, "Shared")
+    await original.c.sync()
+    shared = original.c.runtime.source_id
+    clone_path = harness.tmp / "clone.db"
+    await original.copy_to(clone_path)
+    await original.restart()
+    await original.attach()
+    clone = await harness.device("clone", path=clone_path, user=user, create_tables=False)
+    await clone.attach()
+    return original, clone, shared
 
 
 async def assert_fails_closed(device: Device, code: SourceRecoveryCode) -> None:
@@ -235,12 +263,7 @@ async def test_source_sequence_out_of_order_recovers_with_a_new_source(harness: 
     old_source = device.c.runtime.source_id
     # The server is restored from a backup taken before the device's second bundle: its
     # watermark for the source is one behind, so the device's next id skips ahead of it.
-    await harness.server_execute(
-        "UPDATE sync.source_state SET max_committed_source_bundle_id = 1"
-        " WHERE source_id = :s AND user_pk = (SELECT user_pk FROM sync.user_state"
-        " WHERE user_id = :u)",
-        s=old_source, u=user,
-    )
+    await set_source_watermark(harness, user, old_source, 1)
     third = await add_user(device, "Third")
 
     with pytest.raises(SourceRecoveryRequiredError) as caught:
@@ -298,26 +321,11 @@ async def retire_shared_source(
     Returns ``(original, clone, rows)`` with the original's recovered push committed and the
     clone holding one unsynced row that its next sync must carry.
     """
-    original = await harness.device("original", user=user)
-    await original.attach()
-    await add_user(original, "Shared")
-    await original.c.sync()
-    shared_source = original.c.runtime.source_id
-    clone_path = harness.tmp / "clone.db"
-    await original.copy_to(clone_path)
-    await original.restart()
-    await original.attach()
-    clone = await harness.device("clone", path=clone_path, user=user, create_tables=False)
-    await clone.attach()
+    original, clone, shared_source = await clone_device(harness, user)
     assert clone.c.runtime.source_id == shared_source
 
     # The original goes through source recovery and rotates: the shared source is retired.
-    await harness.server_execute(
-        "UPDATE sync.source_state SET max_committed_source_bundle_id = 0"
-        " WHERE source_id = :s AND user_pk = (SELECT user_pk FROM sync.user_state"
-        " WHERE user_id = :u)",
-        s=shared_source, u=user,
-    )
+    await set_source_watermark(harness, user, shared_source, 0)
     from_original = await add_user(original, "FromOriginal")
     with pytest.raises(SourceRecoveryRequiredError):
         await original.c.sync()
@@ -402,17 +410,7 @@ async def test_cloned_database_moves_to_a_fresh_source_on_a_foreign_bundle(
     its unchanged outbox to a fresh source instead of failing closed forever.
     """
     user = new_user()
-    original = await harness.device("original", user=user)
-    await original.attach()
-    await add_user(original, "Shared")
-    await original.c.sync()
-    shared = original.c.runtime.source_id
-    clone_path = harness.tmp / "clone.db"
-    await original.copy_to(clone_path)
-    await original.restart()
-    await original.attach()
-    clone = await harness.device("clone", path=clone_path, user=user, create_tables=False)
-    await clone.attach()
+    original, clone, shared = await clone_device(harness, user)
     assert clone.c.runtime.source_id == shared
     from_original = await add_user(original, "FromOriginal")
     assert (await original.c.sync()).push_outcome is PushOutcome.COMMITTED
@@ -477,23 +475,8 @@ async def test_clone_whose_own_rotation_diverges_moves_to_its_reserved_source(
     but continue as its reserved id - unknown to the server, so its first push activates it.
     """
     user = new_user()
-    original = await harness.device("original", user=user)
-    await original.attach()
-    await add_user(original, "Shared")
-    await original.c.sync()
-    shared = original.c.runtime.source_id
-    clone_path = harness.tmp / "clone.db"
-    await original.copy_to(clone_path)
-    await original.restart()
-    await original.attach()
-    clone = await harness.device("clone", path=clone_path, user=user, create_tables=False)
-    await clone.attach()
-    await harness.server_execute(
-        "UPDATE sync.source_state SET max_committed_source_bundle_id = 0"
-        " WHERE source_id = :s AND user_pk = (SELECT user_pk FROM sync.user_state"
-        " WHERE user_id = :u)",
-        s=shared, u=user,
-    )
+    original, clone, shared = await clone_device(harness, user)
+    await set_source_watermark(harness, user, shared, 0)
     rows = {await add_user(original, "FromOriginal"), await add_user(clone, "FromClone")}
     for device in (original, clone):
         with pytest.raises(SourceRecoveryRequiredError) as caught:

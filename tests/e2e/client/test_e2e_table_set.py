@@ -18,6 +18,7 @@ from oversync_sa.client.config import ClientConfig, SyncTable
 from oversync_sa.client.results import PushOutcome
 from tests.e2e.client._support import (
     FAST_RETRY,
+    INSERT_USER,
     SCHEMA,
     TABLES,
     Device,
@@ -30,7 +31,6 @@ from tests.e2e.client._support import (
 pytestmark = pytest.mark.postgres
 
 INSERT_CATEGORY = "INSERT INTO categories (id, name) VALUES (?, ?)"
-INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
 
 
 async def restart_with(device: Device, tables: tuple[str, ...]) -> None:

@@ -35,6 +35,9 @@ REGISTERED = (
 
 Writes = Callable[[BundleWriter], Awaitable[None]]
 
+#: Text keys that need every kind of JSON escaping, plus characters that must stay unescaped.
+ODD_KEYS = ('quote"d', "back\\slash", "line\nbreak\ttab", "ctl\x01\x1f\x7f", "é ü 😀 \u2028")
+
 
 @dataclass(frozen=True, slots=True)
 class Actor:

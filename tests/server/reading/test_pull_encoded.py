@@ -9,13 +9,10 @@ from oversync_sa.errors import PullFailedError
 from oversync_sa.server import SyncService
 from oversync_sa.server.pull import pull, pull_encoded
 from oversync_sa.wire.models import PullResponse
-from tests.server.reading._support import Actor, execute, write
+from tests.server.reading._support import ODD_KEYS, Actor, execute, write
 
 ALICE = Actor("alice")
 _encode = msgspec.json.Encoder().encode
-
-# Text keys that need every kind of JSON escaping, plus characters that must stay unescaped.
-ODD_KEYS = ('quote"d', "back\\slash", "line\nbreak\ttab", "ctl\x01\x1f\x7f", "é ü 😀 \u2028")
 
 
 async def _mixed_history(service: SyncService) -> None:

@@ -13,12 +13,10 @@ from oversync_sa.server.snapshot import (
     get_snapshot_chunk_encoded,
 )
 from oversync_sa.wire.models import SnapshotChunkResponse
-from tests.server.reading._support import Actor, write
+from tests.server.reading._support import ODD_KEYS, Actor, write
 
 ALICE = Actor("alice")
 _encode = msgspec.json.Encoder().encode
-
-ODD_KEYS = ('quote"d', "back\\slash", "line\nbreak\ttab", "ctl\x01\x1f\x7f", "é ü 😀 \u2028")
 
 
 async def _snapshot(service: SyncService) -> str:
