@@ -15,7 +15,11 @@ the seed and every edit made while attached vanish without a trace (§12.29). He
   rows were written for (:attr:`~oversync_sa.client.state.AttachmentState.lost_seed_user_id`):
   attaching that user carries the rows over the server snapshot as dirty rows (pushed next, with
   conflicts going to the resolver), attaching someone else is refused, and ``detach`` is blocked
-  like for any attached user with unsynced rows.
+  like for any attached user with unsynced rows;
+* when a carried row breaks a local constraint next to the server's rows (a UNIQUE value both
+  devices wrote, a foreign key), that attach fails with ``AttachLocalStateConflictError`` and
+  leaves the database as it was, writable, instead of a ``remote_replace`` that can never
+  finish (``snapshot.finalize_remote_replace``).
 
 Every function runs inside the caller's transaction unless it takes the runtime.
 """

@@ -520,7 +520,7 @@ def _prove_outbox(
             raise fail(f"row {mine[:4]!r} != {committed[:4]!r}")
         if (mine[4] is None) != (committed[4] is None):
             raise fail(f"payload presence differs for {mine[:4]!r}")
-        if mine[4] is not None and committed[4] is not None and not replay_equivalent(
+        if mine[4] is not None and committed[4] is not None and not _stored_as(
             _decode_json(mine[4]), _decode_json(committed[4])
         ):
             raise fail(f"payload differs for {mine[:4]!r}")
@@ -552,6 +552,56 @@ def _instant(text: str) -> tuple[datetime, int] | None:
     except ValueError:
         return None
     return moment.astimezone(UTC), nanos
+
+
+_WALL_CLOCK: Final = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"([Zz]|[+-]\d{2}:\d{2})?"
+)
+
+
+def _wall_clock(text: str) -> tuple[datetime, int, bool] | None:
+    """Date-time text as ``(local wall clock, nanoseconds, has zone)``; ``None`` otherwise."""
+    match = _WALL_CLOCK.fullmatch(text)
+    if match is None:
+        return None
+    try:
+        year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
+        clock = datetime(year, month, day, hour, minute, second)  # a wall clock, no zone
+    except ValueError:
+        return None
+    return clock, int((match.group(7) or "").ljust(9, "0")), match.group(8) is not None
+
+
+def _stored_as(sent: Any, committed: Any) -> bool:
+    """Whether the server may have stored ``sent`` (our frozen payload) as ``committed``.
+
+    :func:`replay_equivalent`, plus what PostgreSQL does to a *naive* date-time we sent (text
+    written by SQLite's ``datetime()`` or SQLAlchemy's SQLite ``DateTime``): a ``timestamp``
+    column renders it as ISO 8601 with ``T`` and trimmed fraction, a ``timestamptz`` column
+    reads it in the session time zone and renders it with that zone's offset - the wall clock
+    is unchanged either way. Go fails closed there (§5.3: a naive text never equals a zoned
+    one); this client moves a mismatching outbox to a fresh source and pushes it again, so a
+    false mismatch re-sends our committed rows over later edits of other writers. Only the
+    ``already_committed`` proof uses this.
+    """
+    if isinstance(sent, str) and isinstance(committed, str):
+        if replay_equivalent(sent, committed):
+            return True
+        ours, theirs = _wall_clock(sent), _wall_clock(committed)
+        return (
+            ours is not None and theirs is not None and not ours[2]
+            and ours[:2] == theirs[:2]
+        )
+    if isinstance(sent, Mapping) and isinstance(committed, Mapping):
+        return sent.keys() == committed.keys() and all(
+            _stored_as(sent[k], committed[k]) for k in sent
+        )
+    if isinstance(sent, list) and isinstance(committed, list):
+        return len(sent) == len(committed) and all(
+            _stored_as(a, b) for a, b in zip(sent, committed, strict=True)
+        )
+    return replay_equivalent(sent, committed)
 
 
 def replay_equivalent(left: Any, right: Any) -> bool:

@@ -26,8 +26,9 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa._crashpoints import crash_point
@@ -45,6 +46,7 @@ from oversync_sa.client.encoding import (
     wire_payload_to_values,
 )
 from oversync_sa.client.errors import (
+    AttachLocalStateConflictError,
     AttachRequiredError,
     DirtyStateRejectedError,
     PendingPushReplayError,
@@ -540,23 +542,53 @@ async def finalize_remote_replace(
             await _download(runtime, session, progress)
         finally:
             await runtime.transport.delete_snapshot_session(session.snapshot_id)
-    async with runtime.transaction() as conn:
-        await ensure_source(conn, runtime.source_id)
-        attachment = await load_attachment(conn)
-        # The rows of this user's lost seed are kept as pending changes (§12.29, ``lease``).
-        preserve = attachment.lost_seed_user_id == operation.target_user_id != ""
-        await save_attachment(
-            conn,
-            replace(attachment, current_source_id=runtime.source_id,
-                    binding_state=BindingState.ATTACHED,
-                    attached_user_id=operation.target_user_id,
-                    schema_name=runtime.schema, last_bundle_seq_seen=0,
-                    rebuild_required=False, pending_initialization_id=""),
-        )
-        await save_operation(conn, operation.without_stage())
-        await _swap(runtime, conn, session, _SwapOptions(preserve_dirty=preserve))
+    preserve = False
+    try:
+        async with runtime.transaction() as conn:
+            await ensure_source(conn, runtime.source_id)
+            attachment = await load_attachment(conn)
+            # The rows of this user's lost seed are kept as pending changes (§12.29, ``lease``).
+            preserve = attachment.lost_seed_user_id == operation.target_user_id != ""
+            await save_attachment(
+                conn,
+                replace(attachment, current_source_id=runtime.source_id,
+                        binding_state=BindingState.ATTACHED,
+                        attached_user_id=operation.target_user_id,
+                        schema_name=runtime.schema, last_bundle_seq_seen=0,
+                        rebuild_required=False, pending_initialization_id=""),
+            )
+            await save_operation(conn, operation.without_stage())
+            await _swap(runtime, conn, session, _SwapOptions(preserve_dirty=preserve))
+    except IntegrityError as exc:
+        if not preserve:
+            raise
+        await _abandon_remote_replace(runtime, operation, exc)
     await _report(progress, session.row_count, session.row_count)
     return RestoreSummary(bundle_seq=session.bundle_seq, row_count=session.row_count)
+
+
+async def _abandon_remote_replace(
+    runtime: ClientRuntime, operation: OperationState, error: IntegrityError
+) -> NoReturn:
+    """A lost seed's rows broke a local constraint next to the server's rows: stop the replace.
+
+    The swap was rolled back (rows, dirty rows, anonymous binding all unchanged). Retrying it
+    cannot succeed until the rows change, and a pending ``remote_replace`` makes the capture
+    guards refuse every application write, so the operation is dropped: the database is as
+    before the attach, writable, and the next attach of the same user tries again.
+    """
+    async with runtime.transaction() as conn:
+        await conn.exec_driver_sql("DELETE FROM _sync_snapshot_stage")
+        await save_operation(conn, OperationState())
+    _log.warning(
+        "remote replace for %s abandoned: unsent rows of its lost seed conflict with the"
+        " server's rows (%s)", operation.target_user_id, error.orig,
+        extra={"user": operation.target_user_id},
+    )
+    raise AttachLocalStateConflictError(
+        f"the unsent rows of user {operation.target_user_id!r} do not fit next to the server's"
+        f" rows ({error.orig}); change or delete the conflicting local rows and attach again"
+    ) from error
 
 
 async def _reuse_stage(runtime: ClientRuntime, operation: OperationState) -> _Session | None:

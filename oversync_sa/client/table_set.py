@@ -6,7 +6,9 @@ true any more - the device stops pulling the table's changes and stops capturing
 The rows themselves stay as local data, and the ``_sync_managed_tables`` registry keeps the
 table so that detach and uninstall still reach it (CLIENT.md §2.2).
 
-A retired table that comes back is recognised by that registry entry without triggers. Its rows
+A retired table that comes back is recognised by that registry entry without triggers and
+without sync state (a table the app rebuilt itself also loses its triggers, but keeps its row
+state and pending rows, and is trusted). Its rows
 are whatever was left when it retired plus any local-only writes since, while the server went on
 (other devices, server writes, retention). They are not trusted: on an attached database they
 are deleted and the pull checkpoint goes back to 0, so the next pull rebuilds the table from the
@@ -65,17 +67,39 @@ async def retire_table(conn: AsyncConnection, schema: str, table: str) -> None:
     )
 
 
+async def _has_sync_state(conn: AsyncConnection, schema: str, table: str) -> bool:
+    """Whether ``table`` still has replicated row state or pending (dirty/outbox) rows."""
+    for metadata_table in ("_sync_row_state", "_sync_dirty_rows", "_sync_outbox_rows"):
+        found = await fetch_all(
+            conn,
+            f"SELECT 1 FROM {metadata_table} WHERE schema_name = ? AND table_name = ? LIMIT 1",
+            (schema, table),
+        )
+        if found:
+            return True
+    return False
+
+
 async def reentering_tables(
     conn: AsyncConnection, schema: str, configured: Iterable[str]
 ) -> list[str]:
-    """Configured tables that were managed before and retired since (registry, no triggers).
+    """Configured tables that were managed before and retired since.
 
-    Call before the triggers are (re)installed.
+    A retired table is in the registry without triggers *and* without sync state:
+    :func:`retire_table` forgets its row state, and a table with pending rows is never retired.
+    A table that lost its triggers otherwise - the app rebuilt it (SQLite's create, copy, drop,
+    rename, which ``schema_upgrade`` asks for to tighten a constraint) - still has its row
+    state or pending rows: its rows are trusted, and its triggers are simply reinstalled.
+    Dropping them instead loses its pending changes: without row state an edit is pushed as
+    an INSERT, conflicts with the server's row and the default server-wins resolution drops
+    it. Call before the triggers are (re)installed.
     """
     registry = set(await registered_tables(conn, schema))
     return [
         name for name in configured
-        if name in registry and not await _has_triggers(conn, name)
+        if name in registry
+        and not await _has_triggers(conn, name)
+        and not await _has_sync_state(conn, schema, name)
     ]
 
 
