@@ -14,6 +14,18 @@ Deliberate differences from Go: a page with ``has_more`` but no bundles before t
 protocol error (Go loops forever, §12.44); rows of a foreign schema are rejected; a pull from
 checkpoint 0 whose first bundle is not bundle 1 is treated as ``history_pruned`` (the server
 silently skips pruned history for ``after_bundle_seq = 0``; Go's client loses those rows).
+
+A bundle whose COMMIT fails SQLite's deferred foreign-key check also switches to a keep-source
+snapshot rebuild instead of failing the pull (Go returns the error, and since the bundle rolls
+back and the checkpoint stays, every later pull fails the same way: a wedged device). Server
+bundles are FK-consistent on their own, so such a failure means the local rows are not a state
+the server ever had. The known way there: server-wins on a conflict whose row the server
+deleted in a bundle this device has not pulled records that deletion's row version for the one
+key the conflict names (CLIENT.md §6.3) - the rows the server's cascade removed with it, and
+rows inserted under it by the bundles in between, are not named. The pull then skips the
+parent's older versions by row version but applies those bundles' children, which reference a
+parent that is already gone here. Local state cannot rebuild those rows, and no dirty rows or
+outbox exist during a pull (§7.1), so the authoritative snapshot loses nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +33,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
+
+from sqlalchemy.exc import IntegrityError
 
 from oversync_sa._crashpoints import crash_point
 from oversync_sa.client.bulk_apply import ResolvedRow, apply_resolved
@@ -113,6 +127,14 @@ def validate_pull_page(page: PullResponse, after: int) -> None:
 _Resolved = ResolvedRow
 
 
+class _BundleBreaksLocalForeignKeys(Exception):
+    """Internal: a bundle's COMMIT failed the deferred FK check (see the module docstring)."""
+
+    def __init__(self, bundle_seq: int) -> None:
+        super().__init__(f"bundle {bundle_seq} breaks a local foreign key")
+        self.bundle_seq = bundle_seq
+
+
 def _table(runtime: ClientRuntime, schema: str, table: str) -> TableInfo:
     if schema != runtime.schema:
         raise ProtocolViolationError(
@@ -163,11 +185,21 @@ async def apply_bundle(runtime: ClientRuntime, bundle: Bundle) -> int:
     """Apply one pulled bundle and advance the checkpoint in one transaction (§7.3).
 
     Returns how many rows were written (rows already at or past their version are skipped).
+    Raises ``_BundleBreaksLocalForeignKeys`` when the writes succeeded but COMMIT failed the
+    deferred foreign-key check (the transaction is rolled back).
     """
     by_table = _resolve(runtime, bundle)
-    async with runtime.transaction() as conn:
-        written = await apply_resolved(conn, runtime.schema, by_table, bundle.bundle_seq)
-        crash_point("client.pull.applied")
+    written: int | None = None
+    try:
+        async with runtime.transaction() as conn:
+            written = await apply_resolved(conn, runtime.schema, by_table, bundle.bundle_seq)
+            crash_point("client.pull.applied")
+    except IntegrityError as exc:
+        # With foreign keys deferred, an integrity error after every write succeeded comes from
+        # the FK check at COMMIT; one raised by a write is not ours to handle.
+        if written is None:
+            raise
+        raise _BundleBreaksLocalForeignKeys(bundle.bundle_seq) from exc
     return written
 
 
@@ -225,7 +257,16 @@ async def pull_to_stable(
                 f" {page.stable_bundle_seq}",
             )
         for bundle in page.bundles:
-            await apply_bundle(runtime, bundle)
+            try:
+                await apply_bundle(runtime, bundle)
+            except _BundleBreaksLocalForeignKeys as exc:
+                _log.warning(
+                    "bundle %d breaks a local foreign key (local rows diverged from the"
+                    " server's, e.g. after a conflict the server won with a deletion this device"
+                    " has not pulled); rebuilding from snapshot", exc.bundle_seq,
+                    extra={"user": runtime.user_id, "source_id": runtime.source_id},
+                )
+                return await rebuild_keep_source(runtime, progress)
             applied = True
             after = bundle.bundle_seq
             await report_progress(bundle_progress, after - start, target - start)
