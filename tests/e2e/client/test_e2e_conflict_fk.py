@@ -17,6 +17,7 @@ import pytest
 from oversync_sa.client.conflicts import ConflictContext, KeepMerged, MergeResult
 from oversync_sa.client.errors import InvalidConflictResolutionError
 from oversync_sa.client.results import PushOutcome
+from oversync_sa.errors import PushSessionCommitFailedError
 from tests.e2e.client._support import INSERT_POST, INSERT_USER, Device, Harness, new_id, new_user
 
 pytestmark = pytest.mark.postgres
@@ -168,3 +169,32 @@ async def test_server_deleted_a_category_the_device_added_a_child_to(harness: Ha
     assert await b.dirty_count() == 0
     assert await b.outbox_count() == 0
     assert await harness.server_rows(user, "categories", "id") == []
+
+
+@pytest.mark.xfail(strict=True, raises=PushSessionCommitFailedError, reason=(
+    "server-wins fallback drops A's unlink of the post, but requeues A's DELETE of the author the"
+    " server's post still references: the server refuses that delete (posts_author_id_fkey,"
+    " 500 push_session_commit_failed) on every push. Fix idea: keep the server row but the"
+    " local value of FK columns whose target A itself deletes, pushed as an UPDATE"
+))
+async def test_server_wins_on_a_row_whose_parent_the_device_deletes_does_not_wedge(
+    harness: Harness,
+) -> None:
+    """Found by the deep convergence profile: A (stale) unlinks a post and deletes its author;
+    B has changed the post's title meanwhile, so A's unlink conflicts."""
+    _user, a, b = await two_devices(harness)
+    author, post = new_id(), new_id()
+    await a.execute(INSERT_USER, (author.bytes, "Author", "author@example.com"))
+    await a.execute(INSERT_POST, (post.bytes, "Title", "Body", author.bytes))
+    await a.c.sync()
+    await b.c.sync()
+    await b.execute("UPDATE posts SET title = 'Contested' WHERE id = ?", (post.bytes,))
+    await b.c.sync()
+    await a.execute("UPDATE posts SET author_id = NULL WHERE id = ?", (post.bytes,))
+    await a.execute("DELETE FROM users WHERE id = ?", (author.bytes,))
+
+    await a.c.sync()
+    await a.c.sync()
+
+    assert await a.dirty_count() == 0
+    assert await a.outbox_count() == 0
