@@ -215,8 +215,8 @@ async def pull_to_stable(
     reports as ``(rows_staged, snapshot_rows)``. ``bundle_progress(done, total)`` is called
     after each applied bundle in bundle-sequence units: ``done`` is how far the checkpoint moved
     since this call started, ``total`` the distance to the stable ceiling frozen by the first
-    page. Sequences are per user and gap-free, but bundles this device pushed itself are
-    skipped (already replayed), so treat the pair as a ratio, not a count of applied bundles.
+    page, both in bundle sequence numbers (gap-free per user); treat the pair as a ratio, not
+    as a count of callbacks.
     """
     await check_pull_preconditions(runtime)
     if runtime.downloads_paused:
