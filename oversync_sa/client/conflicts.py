@@ -21,8 +21,11 @@ same conflict forever (§12.32).
 Foreign keys: the server's row can depend on rows this device has not pulled, so applying it
 alone fails SQLite's deferred FK check at COMMIT. Go then keeps the outbox and fails the same
 way on every push; here server-wins waits for the pull instead and a kept/merged payload is
-invalid (:func:`_fallback_plan`). A server-wins delete also turns the dirty rows of children
-its local cascade removed into deletions (:func:`_drop_cascaded_intents`).
+invalid (:func:`_fallback_plan`). When the rows the server's row references are rows this
+device itself deletes, server-wins keeps the server's row with the local values of those
+references and pushes it as an update instead (:func:`_relinked_plan`), so the deletions can
+go through. A server-wins delete also turns the dirty rows of children its local cascade
+removed into deletions (:func:`_drop_cascaded_intents`).
 """
 
 from __future__ import annotations
@@ -39,13 +42,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.client.encoding import (
     delete_row,
+    local_key_json,
     local_payload_to_wire,
     local_pk_from_key_json,
+    local_pk_from_wire_key,
     serialize_row,
     upsert_row,
     wire_payload_to_values,
 )
-from oversync_sa.client.errors import InvalidConflictResolutionError, PayloadEncodingError
+from oversync_sa.client.errors import (
+    InvalidConflictResolutionError,
+    KeyEncodingError,
+    PayloadEncodingError,
+)
 from oversync_sa.client.local_schema import fetch_all
 from oversync_sa.client.outbox import (
     Intent,
@@ -348,7 +357,8 @@ async def resolve_conflict(
     or names a key that is not in the bundle. Raises
     :class:`~oversync_sa.client.errors.InvalidConflictResolutionError` after restoring the whole
     bundle to dirty rows when the result does not apply. A plan whose write breaks a local
-    foreign key is replaced by :func:`_fallback_plan` instead of wedging the device. Other
+    foreign key is replaced by :func:`_relinked_plan` or :func:`_fallback_plan` instead of
+    wedging the device. Other
     errors while applying a valid plan roll the transaction back and leave the outbox
     ``prepared``.
     """
@@ -364,9 +374,11 @@ async def resolve_conflict(
     except _Invalid as exc:
         plan, reason = None, str(exc)
     if plan is not None and not await _commit_plan(runtime, bundle, row, plan):
-        plan, reason = await _fallback_plan(runtime, row, context, result, plan)
-        if plan is not None:
-            await _commit_plan(runtime, bundle, row, plan, fk_failure_is_error=True)
+        relinked = await _relinked_plan(runtime, bundle, row, context, result)
+        if relinked is None or not await _commit_plan(runtime, bundle, row, relinked):
+            plan, reason = await _fallback_plan(runtime, row, context, result, plan)
+            if plan is not None:
+                await _commit_plan(runtime, bundle, row, plan, fk_failure_is_error=True)
     if plan is None:
         await _commit_plan(runtime, bundle, row, None, fk_failure_is_error=True)
         _log.warning("invalid conflict resolution for %s: %s", row.table, reason)
@@ -403,6 +415,91 @@ async def _commit_plan(
     return True
 
 
+async def _relinked_plan(
+    runtime: ClientRuntime,
+    bundle: OutboxBundle,
+    row: OutboxRow,
+    context: ConflictContext,
+    result: object,
+) -> ConflictPlan | None:
+    """Server-wins for a row whose server version references rows this device deletes.
+
+    A stale device unlinked a row from a parent and deleted the parent, while another device
+    changed the row: the unlink conflicts. The server's row still references the parent, so
+    it cannot be installed locally, and dropping the unlink (:func:`_fallback_plan`) would leave
+    the device's DELETE of the parent to be refused by the server's foreign key on every push.
+    Instead the server's row is kept with the local values of the foreign-key columns whose
+    targets are missing here and deleted by this device's own pending changes (in the frozen
+    bundle or dirty since), and requeued as an UPDATE on the server's row version: the
+    server's other columns win and the unlink and the deletion still reach the server.
+
+    ``None`` (use :func:`_fallback_plan`) unless the result is server-wins, the local change
+    carries a payload, the server has a live row and at least one such column differs from
+    the local value. Only references to the parent's sync key are considered.
+    """
+    server, local = context.server_row, context.local_payload
+    if (
+        not isinstance(result, AcceptServer)
+        or row.op is Op.DELETE
+        or local is None
+        or server is None
+        or context.server_row_deleted
+    ):
+        return None
+    managed = runtime.managed
+    info = managed.table(row.table)
+    candidates: list[tuple[str, TableInfo, str]] = []
+    for fk in info.foreign_keys:
+        column = fk.from_column.lower()
+        value = server.get(column)
+        if value is None or column not in local or local[column] == value:
+            continue
+        try:
+            parent = managed.table(fk.ref_table)
+        except KeyError:
+            continue
+        if fk.to_column is not None and fk.to_column.lower() != parent.key_json_name:
+            continue
+        try:
+            parent_pk = local_pk_from_wire_key(parent, {parent.key_json_name: value})
+        except KeyEncodingError:
+            continue
+        candidates.append((column, parent, local_key_json(parent, parent_pk)))
+    if not candidates:
+        return None
+    frozen_deletes = {
+        (r.table, r.key_json)
+        for r in bundle.rows
+        if r.schema == managed.schema and r.op is Op.DELETE
+    }
+    relinked: list[str] = []
+    async with runtime.transaction() as conn:
+        for column, parent, key_json in candidates:
+            if await live_payloads(conn, parent, [key_json]):
+                continue
+            dirty = await fetch_all(
+                conn,
+                "SELECT payload FROM _sync_dirty_rows WHERE schema_name = ? AND table_name = ?"
+                " AND key_json = ?",
+                (managed.schema, parent.name, key_json),
+            )
+            deleted_since = bool(dirty) and dirty[0][0] is None
+            if deleted_since or (not dirty and (parent.name, key_json) in frozen_deletes):
+                relinked.append(column)
+    if not relinked:
+        return None
+    merged = {**server, **{column: local[column] for column in relinked}}
+    try:
+        plan = plan_resolution(managed, row, context, KeepMerged(merged))
+    except _Invalid:
+        return None
+    _log.info(
+        "server wins for %s key %s with the local %s: the server's row references rows this"
+        " device deletes", row.table, row.key_json, ", ".join(relinked),
+    )
+    return plan
+
+
 async def _fallback_plan(
     runtime: ClientRuntime,
     row: OutboxRow,
@@ -411,6 +508,8 @@ async def _fallback_plan(
     plan: ConflictPlan,
 ) -> tuple[ConflictPlan | None, str]:
     """What to apply instead of ``plan``, whose write broke a local foreign key.
+
+    Used when :func:`_relinked_plan` has nothing to offer or its write breaks a foreign key too.
 
     The server's row (or its deletion) depends on rows this device has not pulled yet: the
     owner unlinked the posts of a user it deleted, or moved a row under a new parent. Go

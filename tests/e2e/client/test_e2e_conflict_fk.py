@@ -5,7 +5,10 @@ deleted a user after unlinking its posts, or moved a category under a new one. A
 the conflicting row then fails SQLite's deferred FK check at COMMIT; Go keeps the outbox and
 fails the same way on every push. Here server-wins drops the local change and lets the pull
 deliver the row with its dependencies, a kept/merged payload is an invalid resolution, and
-dirty children removed by a local cascade are not pushed under a deleted parent.
+dirty children removed by a local cascade are not pushed under a deleted parent. When the
+missing rows are ones the device itself deletes (it unlinked the row, then deleted its
+parent), server-wins keeps the server's row with the local references and pushes it as an
+update, so the deletion is not refused by the server's foreign key on every push.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import pytest
 from oversync_sa.client.conflicts import ConflictContext, KeepMerged, MergeResult
 from oversync_sa.client.errors import InvalidConflictResolutionError
 from oversync_sa.client.results import PushOutcome
-from oversync_sa.errors import PushSessionCommitFailedError
 from tests.e2e.client._support import INSERT_POST, INSERT_USER, Device, Harness, new_id, new_user
 
 pytestmark = pytest.mark.postgres
@@ -171,18 +173,13 @@ async def test_server_deleted_a_category_the_device_added_a_child_to(harness: Ha
     assert await harness.server_rows(user, "categories", "id") == []
 
 
-@pytest.mark.xfail(strict=True, raises=PushSessionCommitFailedError, reason=(
-    "server-wins fallback drops A's unlink of the post, but requeues A's DELETE of the author the"
-    " server's post still references: the server refuses that delete (posts_author_id_fkey,"
-    " 500 push_session_commit_failed) on every push. Fix idea: keep the server row but the"
-    " local value of FK columns whose target A itself deletes, pushed as an UPDATE"
-))
 async def test_server_wins_on_a_row_whose_parent_the_device_deletes_does_not_wedge(
     harness: Harness,
 ) -> None:
     """Found by the deep convergence profile: A (stale) unlinks a post and deletes its author;
-    B has changed the post's title meanwhile, so A's unlink conflicts."""
-    _user, a, b = await two_devices(harness)
+    B has changed the post's title meanwhile, so A's unlink conflicts. Server-wins keeps B's
+    title but A's unlink, so A's deletion of the author is not refused by the server's FK."""
+    user, a, b = await two_devices(harness)
     author, post = new_id(), new_id()
     await a.execute(INSERT_USER, (author.bytes, "Author", "author@example.com"))
     await a.execute(INSERT_POST, (post.bytes, "Title", "Body", author.bytes))
@@ -198,3 +195,15 @@ async def test_server_wins_on_a_row_whose_parent_the_device_deletes_does_not_wed
 
     assert await a.dirty_count() == 0
     assert await a.outbox_count() == 0
+    assert await a.ids("users") == set()
+    assert await a.table("posts", "title, author_id") == {post: ("Contested", None)}
+    assert await harness.server_rows(user, "users", "id") == []
+    assert [(r["title"], r["author_id"]) for r in await harness.server_rows(
+        user, "posts", "title, author_id"
+    )] == [("Contested", None)]
+    await b.c.sync()
+    assert await b.ids("users") == set()
+    assert await b.table("posts", "title, author_id") == await a.table(
+        "posts", "title, author_id"
+    )
+    assert await b.dirty_count() == 0
