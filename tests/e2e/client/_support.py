@@ -38,6 +38,7 @@ SCHEMA = "business"
 #: Local writes of the §10.1 business tables most tests make.
 INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
 INSERT_POST = "INSERT INTO posts (id, title, content, author_id) VALUES (?, ?, ?, ?)"
+INSERT_CATEGORY = "INSERT INTO categories (id, name, parent_id) VALUES (?, ?, ?)"
 
 #: Parents before children, as ``ClientConfig.from_models`` would list them.
 TABLES = (
@@ -396,3 +397,13 @@ async def server_ids(harness: Harness, user: str, table: str) -> set[uuid.UUID]:
 def uid_sql(value: uuid.UUID) -> bytes:
     """The local (SQLite) representation of a UUID key or FK value."""
     return value.bytes
+
+
+async def two_devices(harness: Harness, resolver: Any = None) -> tuple[str, Device, Device]:
+    """Devices ``a`` and ``b`` attached to one fresh user; ``b`` has ``resolver``."""
+    user = new_user()
+    a = await harness.device("a", user=user)
+    b = await harness.device("b", user=user, resolver=resolver)
+    await a.attach()
+    await b.attach()
+    return user, a, b

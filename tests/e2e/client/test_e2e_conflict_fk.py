@@ -20,12 +20,17 @@ import pytest
 from oversync_sa.client.conflicts import ConflictContext, KeepMerged, MergeResult
 from oversync_sa.client.errors import InvalidConflictResolutionError
 from oversync_sa.client.results import PushOutcome
-from tests.e2e.client._support import INSERT_POST, INSERT_USER, Device, Harness, new_id, new_user
+from tests.e2e.client._support import (
+    INSERT_CATEGORY,
+    INSERT_POST,
+    INSERT_USER,
+    Device,
+    Harness,
+    new_id,
+    two_devices,
+)
 
 pytestmark = pytest.mark.postgres
-
-INSERT_CATEGORY = "INSERT INTO categories (id, name, parent_id) VALUES (?, ?, ?)"
-
 
 class KeepServerRowWithLocalName:
     """Merges the server row (with its new parent) with the local name."""
@@ -34,15 +39,6 @@ class KeepServerRowWithLocalName:
         assert context.server_row is not None
         assert context.local_payload is not None
         return KeepMerged({**context.server_row, "name": context.local_payload["name"]})
-
-
-async def two_devices(harness: Harness, resolver: Any = None) -> tuple[str, Device, Device]:
-    user = new_user()
-    a = await harness.device("a", user=user)
-    b = await harness.device("b", user=user, resolver=resolver)
-    await a.attach()
-    await b.attach()
-    return user, a, b
 
 
 async def row_version(device: Device, table: str, key: Any) -> int | None:

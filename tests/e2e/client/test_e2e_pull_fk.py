@@ -13,21 +13,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.client._support import Harness, new_id, new_user
+from tests.e2e.client._support import INSERT_CATEGORY, Harness, new_id, two_devices
 
 pytestmark = pytest.mark.postgres
-
-INSERT_CATEGORY = "INSERT INTO categories (id, name, parent_id) VALUES (?, ?, ?)"
-
 
 async def test_pull_after_server_wins_a_deletion_applies_the_children_bundle(
     harness: Harness,
 ) -> None:
-    user = new_user()
-    a = await harness.device("a", user=user)
-    b = await harness.device("b", user=user)
-    await a.attach()
-    await b.attach()
+    user, a, b = await two_devices(harness)
     parent, child, grandchild = new_id(), new_id(), new_id()
     await a.execute(INSERT_CATEGORY, (parent.bytes, "Parent", None))
     await a.c.sync()
@@ -66,11 +59,7 @@ async def test_pull_after_both_sides_deleted_the_parent_applies_the_children_bun
 ) -> None:
     # The same with a local DELETE: the row is already gone here, so no conflict plan could
     # keep it for the pull; the bundle that files a child under it still has to be applied.
-    user = new_user()
-    a = await harness.device("a", user=user)
-    b = await harness.device("b", user=user)
-    await a.attach()
-    await b.attach()
+    user, a, b = await two_devices(harness)
     parent, child = new_id(), new_id()
     await a.execute(INSERT_CATEGORY, (parent.bytes, "Parent", None))
     await a.c.sync()
