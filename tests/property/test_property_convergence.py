@@ -60,6 +60,7 @@ from oversync_sa.client.errors import (
     UnexpectedStatusError,
 )
 from oversync_sa.client.results import AttachStatus, DetachOutcome, PushOutcome
+from oversync_sa.client.triggers import TRANSITION_PENDING_MESSAGE
 from oversync_sa.errors import WireError
 from oversync_sa.testing import sqlalchemy_url
 from oversync_sa.testing.faults import (
@@ -486,11 +487,26 @@ class Simulation:
         assert sim.user is not None
         writer = (sim.device.name, sim.user)
         mine = self.mine(writer)
+        saved = ({t: dict(rows) for t, rows in mine.items()},
+                 set(self.created.get(writer, set())), set(self.contested))
         statements = self.plan_write(op, writer, mine)
         if op.kind == "contested_update":
             statements = await self.plan_contested(op, sim, mine)
-        if statements:
+        if not statements:
+            return
+        try:
             await sim.device.execute_many(statements)
+        except sa.exc.IntegrityError as exc:
+            # While source recovery or a remote replace is pending the guard triggers refuse
+            # application writes (CLIENT.md §3, "guards block app writes"): the write never
+            # happened, so neither does its effect on the model.
+            if TRANSITION_PENDING_MESSAGE not in str(exc):
+                raise
+            mine.clear()
+            mine.update(saved[0])
+            self.created[writer] = saved[1]
+            self.contested = saved[2]
+            self.errors.append(f"{op!r}: refused, transition pending")
 
     def plan_write(
         self, op: Op, writer: tuple[str, str], mine: Tables
