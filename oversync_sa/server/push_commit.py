@@ -48,6 +48,7 @@ from oversync_sa.server.scope import ScopeRecord, transition_to_initialized
 from oversync_sa.server.sources import next_expected_source_bundle_id
 from oversync_sa.server.upload_support import (
     client_data_reason,
+    schema_drift_reason,
     unexpected_as,
     upload_transaction,
 )
@@ -418,6 +419,13 @@ async def commit_push_session(
                     service, user_id, lambda conn: _commit(conn, service, user_id, push_id)
                 )
             except DBAPIError as exc:
+                drift = schema_drift_reason(exc)
+                if drift is not None:
+                    _log.error("push commit user=%s push=%s: %s", user_id, push_id, drift,
+                               extra={"user": user_id, "push_id": push_id})
+                    raise PushSessionCommitFailedError(
+                        f"commit push session failed: {drift}"
+                    ) from exc
                 reason = client_data_reason(exc)
                 if reason is None:
                     raise

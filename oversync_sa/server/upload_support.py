@@ -26,6 +26,7 @@ __all__ = [
     "UPLOAD_ATTEMPTS",
     "UPLOAD_BACKOFF_SECONDS",
     "client_data_reason",
+    "schema_drift_reason",
     "unexpected_as",
     "upload_transaction",
 ]
@@ -37,6 +38,9 @@ _T = TypeVar("_T")
 #: SQLSTATE classes a pushed row's own data causes: 22 data exception, 23 integrity violation
 #: (a deferred foreign key at COMMIT, NOT NULL, unique, CHECK).
 _CLIENT_DATA_CLASSES: Final = ("22", "23")
+# undefined_column, undefined_table, datatype_mismatch: the live table no longer matches the
+# column map bootstrap captured (topology is restart-only, SERVER.md §2.5).
+_SCHEMA_DRIFT_STATES: Final = frozenset({"42703", "42P01", "42804"})
 
 #: Push create/chunk/commit retry budget: 3 attempts, linear 25 ms then 50 ms back-off.
 UPLOAD_ATTEMPTS: Final = 3
@@ -87,6 +91,37 @@ def unexpected_as(error: type[WireError], operation: str) -> Iterator[None]:
         raise error(f"{operation} failed") from exc
 
 
+def _postgres_message(exc: BaseException) -> str | None:
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            break
+        message = getattr(current, "message", None)
+        if isinstance(message, str) and message:
+            detail = getattr(current, "detail", None)
+            return f"{message} ({detail})" if isinstance(detail, str) and detail else message
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return None
+
+
+def schema_drift_reason(exc: BaseException) -> str | None:
+    """A message for a commit that failed because a registered table changed under the server.
+
+    Bootstrap captured each registered table's columns; an ``ALTER TABLE`` after that (a dropped
+    or retyped column, a dropped table) makes staged rows that were valid at upload fail at
+    apply. Neither the client nor a retry can fix that, only a restart that re-runs bootstrap,
+    so the message says so instead of leaving a bare 500.
+    """
+    if sqlstate_of(exc) not in _SCHEMA_DRIFT_STATES:
+        return None
+    message = _postgres_message(exc) or "undefined column or table"
+    return (
+        f"registered table schema changed after bootstrap ({message}); "
+        "restart the server so bootstrap re-reads the schema"
+    )
+
+
 def client_data_reason(exc: BaseException) -> str | None:
     """PostgreSQL's own words for a failure the pushed rows caused, else ``None``.
 
@@ -99,14 +134,4 @@ def client_data_reason(exc: BaseException) -> str | None:
     code = sqlstate_of(exc)
     if code is None or not code.startswith(_CLIENT_DATA_CLASSES):
         return None
-    current: BaseException | None = exc
-    for _ in range(8):
-        if current is None:
-            break
-        message = getattr(current, "message", None)
-        if isinstance(message, str) and message:
-            detail = getattr(current, "detail", None)
-            return f"{message} ({detail})" if isinstance(detail, str) and detail else message
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
-    return None
+    return _postgres_message(exc)

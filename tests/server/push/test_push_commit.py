@@ -251,8 +251,28 @@ async def test_column_dropped_after_bootstrap_is_commit_failure(service: SyncSer
     ])
     async with service.engine.begin() as conn:
         await conn.execute(sa.text("ALTER TABLE business.users DROP COLUMN nope"))
-    with pytest.raises(PushSessionCommitFailedError):
+    with pytest.raises(PushSessionCommitFailedError) as caught:
         await commit_push_session(service, "u1", "dev-a", session.push_id)
+    # Nothing the client can fix: the message names the column and tells the operator what to do.
+    message = caught.value.message
+    assert message.startswith("commit push session failed: registered table schema changed "
+                              "after bootstrap")
+    assert '"nope"' in message
+    assert "restart the server" in message
+    assert await fetch(service.engine, "SELECT count(*) FROM business.users") == [(0,)]
+    assert await fetch(service.engine, "SELECT count(*) FROM sync.bundle_log") == [(0,)]
+
+
+async def test_table_dropped_after_bootstrap_names_the_drift(service: SyncService) -> None:
+    await initialize(service, "u1")
+    session = await create(service, "u1", "dev-a", 1, 1)
+    await chunk(service, "u1", session.push_id, 0, [row("users", uid(1), payload=_user(1))])
+    async with service.engine.begin() as conn:
+        await conn.execute(sa.text("DROP TABLE business.users CASCADE"))
+    with pytest.raises(PushSessionCommitFailedError) as caught:
+        await commit_push_session(service, "u1", "dev-a", session.push_id)
+    assert "registered table schema changed after bootstrap" in caught.value.message
+    assert "users" in caught.value.message
 
 
 async def test_commit_staging_checks(service: SyncService) -> None:
