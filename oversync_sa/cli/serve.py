@@ -50,11 +50,20 @@ def serve(
         Path | None,
         typer.Option(help="Data directory of the embedded PostgreSQL (default .oversync/pgdata)."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Server processes behind the one port, over one database (each a complete "
+            "server with its own pool; watch wake-ups cross them through PostgreSQL).",
+            min=1,
+        ),
+    ] = 1,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the reference sync server until SIGINT/SIGTERM.
 
-    Exit code: 0 clean shutdown, 2 cannot start (no examples package, bad settings, no PostgreSQL).
+    Exit code: 0 clean shutdown, 2 cannot start (no examples package, bad settings, no
+    PostgreSQL) or, with ``--workers`` > 1, a worker exited by itself (the others are stopped).
     """
 
     def body() -> int:
@@ -85,6 +94,21 @@ def serve(
             level=logging.DEBUG if verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        if workers > 1:
+            # The parent binds the port and starts PostgreSQL once; the workers inherit both.
+            workers_module = import_example(
+                "examples.litestar_server.workers", missing_message=_NOT_IN_WHEEL
+            )
+            try:
+                code = asyncio.run(workers_module.supervise(settings, workers))
+            except RuntimeError as exc:
+                raise CliError(f"the server could not start: {exc}") from exc
+            if code != 0:
+                raise CliError(
+                    "a server worker exited by itself; the others were stopped "
+                    "(its log lines above say why)"
+                )
+            return EXIT_OK
         try:
             asyncio.run(server_main.serve(settings))
         except RuntimeError as exc:

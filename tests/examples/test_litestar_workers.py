@@ -29,9 +29,16 @@ SECRET = "workers-test-secret-that-is-long-enough"
 STARTED = "Application startup complete"
 
 
-def _start(tmp_path: Path, workers: int, database_url: str | None) -> tuple[
-    subprocess.Popen[bytes], Path, str
-]:
+#: The example's own entry point and the ``oversync-sa serve`` command run the same supervisor.
+ENTRY_POINTS = {
+    "example": [sys.executable, "-m", "examples.litestar_server"],
+    "cli": [sys.executable, "-m", "oversync_sa.cli", "serve"],
+}
+
+
+def _start(
+    tmp_path: Path, workers: int, database_url: str | None, entry: str = "example"
+) -> tuple[subprocess.Popen[bytes], Path, str]:
     port = free_port()
     env = {
         **os.environ,
@@ -48,7 +55,7 @@ def _start(tmp_path: Path, workers: int, database_url: str | None) -> tuple[
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "examples.litestar_server", "--workers", str(workers)],
+            [*ENTRY_POINTS[entry], "--workers", str(workers)],
             cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     return proc, log, f"http://127.0.0.1:{port}"
@@ -122,10 +129,11 @@ def _sync_round_trip(base_url: str, user: str, source: str) -> None:
     assert pulled["stable_bundle_seq"] == commit.json()["bundle_seq"] == 1
 
 
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
 def test_two_workers_share_one_database_and_stop_together(
-    pg_url: str, tmp_path: Path
+    pg_url: str, tmp_path: Path, entry: str
 ) -> None:
-    proc, log, base_url = _start(tmp_path, 2, pg_url)
+    proc, log, base_url = _start(tmp_path, 2, pg_url, entry)
     try:
         _wait_started(proc, log, 2)
         workers = _children(proc.pid)
