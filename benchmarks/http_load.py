@@ -3,11 +3,13 @@
 The reference server (``python -m examples.litestar_server [--workers N]``: uvicorn, one process
 or N workers behind one port) runs on loopback over a database of its own from the harness's
 PostgreSQL; ``python -m benchmarks`` runs one line with 1 worker and one with 2. 50 devices
-(httpx async clients in this process; two devices per user, so pulls bring the other device's
-bundles) each sign in (``/dummy-signin``), connect, then loop a bounded number of times: push a
-few rows (create session, one chunk, commit) and pull. Printed: requests/s over the loop
-phase, p50/p99 latency of push commit and of pull, the error count (any unexpected status or
-transport error) and the server's RSS. Target: p99 push commit < 250 ms with no errors.
+(asyncio clients in this process, one keep-alive connection each, through :mod:`._rawhttp` so
+that the generator takes little CPU from the server it measures; two devices per user, so pulls
+bring the other device's bundles) each sign in (``/dummy-signin``), connect, then loop a
+bounded number of times: push a few rows (create session, one chunk, commit) and pull.
+Printed: requests/s over the loop phase, p50/p99 latency of push commit and of pull, the error
+count (any unexpected status or transport error), the server's RSS and the CPU seconds the
+server and the generator used. Target: p99 push commit < 250 ms with no errors.
 
 The baseline is ``GET /syncx/health`` (one status query against PostgreSQL) sent by the same
 devices at the same concurrency, the same number of times: the cost of a request through uvicorn,
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import sys
 import time
@@ -33,8 +36,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-import httpx
-
 from benchmarks._harness import (
     BenchContext,
     LatencyMeasurement,
@@ -43,6 +44,7 @@ from benchmarks._harness import (
     percentile,
     run_standalone,
 )
+from benchmarks._rawhttp import RawHTTPClient, RawHTTPError, RawResponse
 from benchmarks._servers import ServerProcess, serving
 
 NAME: Final = "http"
@@ -69,12 +71,12 @@ class Stats:
     errors: list[str] = field(default_factory=list)
 
     async def timed(
-        self, name: str, call: Callable[[], Awaitable[httpx.Response]], expected: int = 200
-    ) -> httpx.Response | None:
+        self, name: str, call: Callable[[], Awaitable[RawResponse]], expected: int = 200
+    ) -> RawResponse | None:
         started = time.perf_counter()
         try:
             response = await call()
-        except httpx.HTTPError as exc:
+        except RawHTTPError as exc:
             self.requests += 1
             self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
             return None
@@ -89,7 +91,7 @@ class Stats:
 @dataclass
 class Device:
     index: int
-    client: httpx.AsyncClient
+    client: RawHTTPClient
     headers: dict[str, str] = field(default_factory=dict)
     next_bundle_id: int = 1
     checkpoint: int = 0
@@ -223,6 +225,7 @@ class LoadResult:
     server_rss_after_kib: int
     server_peak_rss_kib: int
     server_cpu_seconds: float
+    generator_cpu_seconds: float
     load_average: float
 
     @property
@@ -237,10 +240,7 @@ async def run_load(
     base_url: str, server: ServerProcess, devices: int, loops: int
 ) -> LoadResult:
     """Sign in and connect every device, run the loops concurrently, then the baseline."""
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    clients = [
-        httpx.AsyncClient(base_url=base_url, timeout=30.0, limits=limits) for _ in range(devices)
-    ]
+    clients = [RawHTTPClient(base_url, timeout=30.0) for _ in range(devices)]
     try:
         fleet = [Device(i, client) for i, client in enumerate(clients)]
         setup = Stats()
@@ -249,6 +249,7 @@ async def run_load(
             raise RuntimeError(f"devices could not attach: {setup.errors[:5]}")
 
         rss_before, cpu_before = server.rss_kib(), server.cpu_seconds()
+        generator_before = _process_cpu_seconds()
         stats = Stats()
         started = time.perf_counter()
         deadline = time.monotonic() + MAX_LOOP_SECONDS
@@ -256,6 +257,7 @@ async def run_load(
         seconds = time.perf_counter() - started
         rss_after, peak = server.rss_kib(), server.peak_rss_kib()
         server_cpu = server.cpu_seconds() - cpu_before
+        generator_cpu = _process_cpu_seconds() - generator_before
 
         baseline = Stats()
         per_device = max(1, stats.requests // devices)
@@ -280,8 +282,14 @@ async def run_load(
         server_rss_after_kib=rss_after,
         server_peak_rss_kib=peak,
         server_cpu_seconds=server_cpu,
+        generator_cpu_seconds=generator_cpu,
         load_average=os.getloadavg()[0],
     )
+
+
+def _process_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _ms(seconds: float) -> str:
@@ -314,7 +322,9 @@ def _measurement(result: LoadResult) -> LatencyMeasurement:
         f"{_ms(result.p('push chunk', 0.5))}, p99 {_ms(result.p('push chunk', 0.99))}",
         f"errors: {len(result.errors)} (baseline: {len(result.baseline_errors)})",
         f"server CPU (all workers) {result.server_cpu_seconds:.1f} s over the loops "
-        f"({1000 * result.server_cpu_seconds / max(1, result.requests):.1f} ms per request); "
+        f"({1000 * result.server_cpu_seconds / max(1, result.requests):.1f} ms per request), "
+        f"load generator {result.generator_cpu_seconds:.1f} s "
+        f"({1000 * result.generator_cpu_seconds / max(1, result.requests):.2f} ms per request); "
         f"1-min load average at the end {result.load_average:.1f} on {os.cpu_count()} CPUs",
         f"server RSS (all workers) {result.server_rss_before_kib / 1024:.1f} MiB before the "
         f"loops, {result.server_rss_after_kib / 1024:.1f} MiB after, peak "
