@@ -80,6 +80,9 @@ class RawHTTPClient:
             return await asyncio.wait_for(
                 self._exchange(method, path, body, headers, is_json), self._timeout
             )
+        except RawHTTPError:
+            await self.aclose()  # the stream position is unknown now
+            raise
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 TimeoutError) as exc:
             await self.aclose()
