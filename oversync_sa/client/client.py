@@ -62,7 +62,12 @@ from oversync_sa.client.schema_upgrade import (
     reconcile_table_set,
     upgrade_schema_in,
 )
-from oversync_sa.client.state import ensure_connected, read_sync_status
+from oversync_sa.client.state import (
+    count_dirty_rows,
+    count_outbox_rows,
+    ensure_connected,
+    read_sync_status,
+)
 from oversync_sa.client.transport import SyncTransport, TokenProvider
 from oversync_sa.client.triggers import install_managed_triggers
 from oversync_sa.client.validation import validate_managed_tables
@@ -304,7 +309,7 @@ class SyncClient:
                 await ensure_connected(runtime, conn, "Sync()")
             push_outcome = (
                 PushOutcome.SKIPPED_PAUSED if runtime.uploads_paused
-                else (await _push(runtime, push_progress)).outcome
+                else await _push_everything(runtime, push_progress)
             )
             remote: RemoteSyncReport | None = None
             if not runtime.downloads_paused:
@@ -380,6 +385,30 @@ class SyncClient:
         session = SyncSession(self.runtime.engine, **kwargs)
         session.sync_client = self
         return session
+
+
+async def _push_everything(
+    runtime: ClientRuntime, progress: ProgressCallback | None
+) -> PushOutcome:
+    """``Sync()``'s push: the frozen outbox, then whatever was already waiting behind it.
+
+    A push that finds a durable outbox resends exactly that (§5.0 step 6) and leaves the rows
+    written since the freeze in ``_sync_dirty_rows``; the pull that follows would then refuse
+    (``DirtyStateRejectedError``) because of changes made *before* ``sync()`` was called. One
+    more push sends them, so one ``sync()`` call uploads everything pending when it started.
+    Writes made during the call can still make the pull refuse, as §9.1 says.
+    """
+    async with runtime.transaction() as conn:
+        resending = await count_outbox_rows(conn) > 0
+    outcome = (await _push(runtime, progress)).outcome
+    if not resending:
+        return outcome
+    async with runtime.transaction() as conn:
+        waiting = await count_dirty_rows(conn)
+    if not waiting:
+        return outcome
+    second = (await _push(runtime, progress)).outcome
+    return PushOutcome.COMMITTED if PushOutcome.COMMITTED in (outcome, second) else second
 
 
 async def _push(runtime: ClientRuntime, progress: ProgressCallback | None) -> PushReport:

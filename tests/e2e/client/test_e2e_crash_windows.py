@@ -270,3 +270,28 @@ async def test_create_request_lost_then_restart(harness: Harness) -> None:
     await device.attach()
     assert (await device.c.sync()).push_outcome is PushOutcome.COMMITTED
     await assert_pushed_once(harness, user, device, users)
+
+
+async def test_sync_sends_rows_written_behind_a_frozen_outbox(harness: Harness) -> None:
+    # A failed push leaves the outbox frozen; the user keeps writing. One sync() must send the
+    # frozen bundle *and* the newer rows, then pull, instead of pushing the outbox alone and
+    # refusing the pull because of rows that were waiting before the call.
+    user, device, users = await prepared_device(harness)
+    device.c.runtime.hooks.before_push_commit = crash_hook("before commit")
+    with pytest.raises(InjectedCrash):
+        await device.c.sync()
+    assert await outbox_state(device) == "prepared"
+    device.c.runtime.hooks.before_push_commit = None
+    carol = new_id()
+    await device.execute_many([(INSERT_USER, (carol.bytes, "Carol", "carol@example.com"))])
+    assert await device.dirty_count() == 1
+
+    report = await device.c.sync()
+
+    assert report.push_outcome is PushOutcome.COMMITTED
+    assert report.remote_outcome is not None
+    assert await server_ids(harness, user, "users") == users | {carol}
+    assert await bundles_of(harness, user, device.c.runtime.source_id) == [(1, 3), (2, 1)]
+    assert await device.dirty_count() == 0
+    assert await device.outbox_count() == 0
+    assert not (await device.c.sync_status()).pending.has_pending_sync_data
