@@ -558,15 +558,35 @@ async def apply_conflict_plan(
     payload; ``next_source_bundle_id`` is untouched so the retry reuses the bundle id.
     """
     skip = () if plan is None else (row.row_ordinal,)
-    await requeue(conn, outbox_intents(bundle, skip=skip))
+    newer = await _keys_edited_since_freeze(conn)
+    # A key the user wrote again while the bundle was uploading already has a dirty row, and
+    # the capture computed its op and base from the same row state the frozen intent saw
+    # (nothing was replayed in between), with the newer payload. Requeueing the frozen intent
+    # over it (Go does, §5.8 overwrites) would push the older value and lose the newer edit.
+    await requeue(conn, [
+        intent for intent in outbox_intents(bundle, skip=skip)
+        if (intent.schema, intent.table, intent.key_json) not in newer
+    ])
     if plan is not None:
-        await _execute(conn, managed, plan)
+        await _execute(
+            conn, managed, plan, newer_edit=(row.schema, row.table, row.key_json) in newer
+        )
     await discard_outbox(conn, bundle.source_bundle_id)
 
 
-async def _execute(conn: AsyncConnection, managed: ManagedSchema, plan: ConflictPlan) -> None:
+async def _keys_edited_since_freeze(conn: AsyncConnection) -> set[tuple[str, str, str]]:
+    rows = await fetch_all(conn, "SELECT schema_name, table_name, key_json FROM _sync_dirty_rows")
+    return {(str(r[0]), str(r[1]), str(r[2])) for r in rows}
+
+
+async def _execute(
+    conn: AsyncConnection, managed: ManagedSchema, plan: ConflictPlan, *, newer_edit: bool = False
+) -> None:
     info = plan.info
     local_pk = local_pk_from_key_json(info, plan.key_json)
+    if newer_edit and plan.requeue_op is not None and plan.row_state is not None:
+        await _keep_newer_edit(conn, managed, plan, local_pk)
+        return
     requeued_payload: str | None = None
     if plan.delete_local:
         await delete_row(conn, info, local_pk)
@@ -589,6 +609,34 @@ async def _execute(conn: AsyncConnection, managed: ManagedSchema, plan: Conflict
                 )
             ],
         )
+
+
+async def _keep_newer_edit(
+    conn: AsyncConnection, managed: ManagedSchema, plan: ConflictPlan, local_pk: str
+) -> None:
+    """Keep-local resolution of a key the user edited again after the freeze.
+
+    The resolver decided that the local side wins, but it saw the frozen payload; the live row
+    (or its absence) is the user's newer intent, so that is what is kept and pushed, rebased on
+    the server's row version like any kept intent. A local delete of a row the server no longer
+    has leaves nothing to push.
+    """
+    state = plan.row_state
+    assert state is not None
+    info = plan.info
+    await write_row_states(conn, managed.schema, [state])
+    live = await serialize_row(conn, info, local_pk)
+    if live is None and state.deleted:
+        await conn.exec_driver_sql(
+            "DELETE FROM _sync_dirty_rows WHERE schema_name = ? AND table_name = ?"
+            " AND key_json = ?",
+            (managed.schema, info.name, plan.key_json),
+        )
+        return
+    op = Op.DELETE if live is None else Op.INSERT if state.deleted else Op.UPDATE
+    await requeue(
+        conn, [Intent(managed.schema, info.name, plan.key_json, op, state.row_version, live)]
+    )
 
 
 def _referencing_tables(managed: ManagedSchema, root: str) -> list[TableInfo]:

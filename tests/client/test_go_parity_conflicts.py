@@ -185,13 +185,6 @@ async def test_keeping_an_update_of_a_missing_server_row_is_invalid(
     assert await harness.rows("SELECT body FROM docs") == [("Ada Local",)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KeepLocal re-applies the *frozen* local payload and requeues it over the dirty row "
-    "(CLIENT.md §6.3/§5.8), so an edit of the same key made while the rejected bundle was "
-    "uploading is overwritten locally and never pushed; the commit path rebases such edits "
-    "(§12.10) but oversync_sa/client/conflicts.py does not (Go has the same gap, not in §12)",
-)
 async def test_client_wins_keeps_an_edit_made_during_the_rejected_upload(
     harness: Harness,
 ) -> None:
@@ -213,3 +206,72 @@ async def test_client_wins_keeps_an_edit_made_during_the_rejected_upload(
     assert await harness.rows("SELECT body FROM docs") == [("Edited later",)]
     pushed = [r["payload"]["body"] for c in harness.server.bodies("chunk") for r in c["rows"]]
     assert "Edited later" in pushed
+
+
+async def test_client_wins_rebases_the_newer_edit_on_the_server_version(
+    harness: Harness,
+) -> None:
+    # The newer edit is what is requeued, as an UPDATE on the server's version, and the row
+    # state takes that version: the next push cannot conflict again on a stale base.
+    await harness.synced("docs", "d1", "'d1', 'Ada'", 1)
+    await harness.sql("UPDATE docs SET body = 'Ada Local' WHERE id = 'd1'")
+    runtime = await harness.runtime()
+
+    async def edit_during_upload(_: object) -> None:
+        await harness.sql("UPDATE docs SET body = 'Edited later' WHERE id = 'd1'")
+
+    runtime.hooks.before_push_commit = edit_during_upload
+    harness.server.push_script("commit", conflict("d1", row={"id": "d1", "body": "Ada Server"}))
+    harness.server.push_script("commit", conflict("d1", version=7, row={"id": "d1", "body": "S"}))
+    # The retry inside push_pending conflicts again (version 7): resolve once more, then stop.
+    await push_pending(runtime, resolver=ClientWinsResolver())
+
+    assert await harness.rows("SELECT body FROM docs") == [("Edited later",)]
+    bases = [(r["base_row_version"], r["payload"]["body"])
+             for c in harness.server.bodies("chunk") for r in c["rows"]]
+    assert bases == [(1, "Ada Local"), (2, "Edited later"), (7, "Edited later")]
+
+
+async def test_client_wins_keeps_a_newer_local_delete(harness: Harness) -> None:
+    await harness.synced("docs", "d1", "'d1', 'Ada'", 1)
+    await harness.sql("UPDATE docs SET body = 'Ada Local' WHERE id = 'd1'")
+    runtime = await harness.runtime()
+
+    async def delete_during_upload(_: object) -> None:
+        await harness.sql("DELETE FROM docs WHERE id = 'd1'")
+
+    runtime.hooks.before_push_commit = delete_during_upload
+    harness.server.push_script("commit", conflict("d1", row={"id": "d1", "body": "Ada Server"}))
+
+    report = await push_pending(runtime, resolver=ClientWinsResolver())
+
+    assert report.outcome is PushOutcome.COMMITTED
+    assert await harness.rows("SELECT body FROM docs") == []
+    sent = [(r["op"], r["base_row_version"]) for c in harness.server.bodies("chunk")
+            for r in c["rows"]]
+    assert sent == [("UPDATE", 1), ("DELETE", 2)]
+    assert await harness.dirty() == []
+
+
+async def test_an_edit_to_another_frozen_row_survives_the_conflict(harness: Harness) -> None:
+    # Only d1 conflicts; d2 was frozen in the same bundle and edited again during the upload.
+    # Whatever the resolver decides for d1, d2's newer value is what goes up next.
+    await harness.synced("docs", "d1", "'d1', 'Ada'", 1)
+    await harness.synced("docs", "d2", "'d2', 'Bob'", 1)
+    await harness.sql("UPDATE docs SET body = 'Ada Local' WHERE id = 'd1'")
+    await harness.sql("UPDATE docs SET body = 'Bob Local' WHERE id = 'd2'")
+    runtime = await harness.runtime()
+
+    async def edit_during_upload(_: object) -> None:
+        await harness.sql("UPDATE docs SET body = 'Bob Newer' WHERE id = 'd2'")
+
+    runtime.hooks.before_push_commit = edit_during_upload
+    harness.server.push_script("commit", conflict("d1", row={"id": "d1", "body": "Ada Server"}))
+
+    await push_pending(runtime, resolver=ServerWinsResolver())
+
+    assert await harness.rows("SELECT id, body FROM docs ORDER BY id") == [
+        ("d1", "Ada Server"), ("d2", "Bob Newer"),
+    ]
+    second = harness.server.bodies("chunk")[-1]["rows"]
+    assert [(r["key"]["id"], r["payload"]["body"]) for r in second] == [("d2", "Bob Newer")]
