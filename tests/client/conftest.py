@@ -17,7 +17,7 @@ from oversync_sa.client import (
     validate_managed_tables,
 )
 from oversync_sa.client.client import SyncClient
-from tests.client.lifecycle.fakes import FakeServer, make_client
+from tests.client.lifecycle.fakes import FakeServer, closing, make_client
 
 SCHEMA = "business"
 
@@ -75,12 +75,8 @@ def server() -> FakeServer:
 @pytest.fixture
 async def client(tmp_path: Path, server: FakeServer) -> AsyncIterator[SyncClient]:
     """One client on a fresh file, talking to ``server``."""
-    client = await make_client(tmp_path / "c.db", server)
-    try:
+    async with closing(await make_client(tmp_path / "c.db", server)) as client:
         yield client
-    finally:
-        await client.close()
-        await client.runtime.engine.dispose()
 
 
 async def execute_all(conn: AsyncConnection, statements: Iterable[str]) -> None:

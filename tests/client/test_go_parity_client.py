@@ -21,29 +21,18 @@ from oversync_sa.client.errors import (
 from oversync_sa.client.results import AttachOutcome, AttachStatus, DetachOutcome
 from oversync_sa.errors import UnsupportedSchemaError
 from tests.client.lifecycle.fakes import (
-    CAPS,
     CONFIG,
     FakeServer,
+    attached,
+    closing,
+    connect_reply,
+    dispose,
     error,
+    formerly_managed_table,
     make_client,
-    ok,
     scalar,
+    write,
 )
-
-
-async def write(client: SyncClient, sql: str, params: tuple[object, ...] = ()) -> None:
-    async with client.runtime.engine.begin() as conn:
-        await conn.exec_driver_sql(sql, params)
-
-
-async def dispose(client: SyncClient) -> None:
-    await client.close()
-    await client.runtime.engine.dispose()
-
-
-def connect_as(server: FakeServer, resolution: str = "initialize_empty") -> None:
-    server.default("GET /api/sync/capabilities", CAPS)
-    server.queue("POST /api/sync/connect", ok({"resolution": resolution}))
 
 
 async def test_new_client_has_no_identity_until_open(tmp_path: Path) -> None:
@@ -62,15 +51,13 @@ async def test_new_client_has_no_identity_until_open(tmp_path: Path) -> None:
         tmp_path / "n.db", "http://sync.test/api/", token, ClientConfig("business", ()),
         http_transport=server.transport,
     )
-    try:
+    async with closing(client):
         assert client.runtime.source_id == ""
         assert client.runtime.user_id == ""
         assert not client.runtime.session_connected
         assert await scalar(client, "SELECT COUNT(*) FROM _sync_source_state") == 0
         assert tokens == []
         assert server.requests == []
-    finally:
-        await dispose(client)
 
 
 async def test_open_persists_the_source_with_a_fresh_bundle_counter(
@@ -103,7 +90,7 @@ async def test_open_then_attach_establish_source_then_user(
     assert source
     assert client.runtime.user_id == ""
 
-    connect_as(server)
+    connect_reply(server)
     result = await client.attach("u1")
 
     assert result.status is AttachStatus.CONNECTED
@@ -137,9 +124,7 @@ async def test_restart_keeps_rows_outbox_stages_and_source(
     offline resume must not discard or rewrite any durable sync state."""
     path = tmp_path / "restart.db"
     first = await make_client(path, server)
-    await first.open()
-    connect_as(server)
-    await first.attach("u1")
+    await attached(first, server)
     source = first.runtime.source_id
     await write(first, "INSERT INTO users VALUES ('stale', 'Stale')")
     await write(
@@ -174,19 +159,11 @@ async def test_restart_keeps_rows_outbox_stages_and_source(
     )
     await write(first, "UPDATE _sync_source_state SET next_source_bundle_id = 5")
     await write(first, "UPDATE _sync_attachment_state SET last_bundle_seq_seen = 4")
-    await write(first, "CREATE TABLE legacy (id TEXT PRIMARY KEY NOT NULL, body TEXT)")
-    await write(first, "INSERT INTO legacy VALUES ('legacy-1', 'stale body')")
-    await write(first, "INSERT INTO _sync_managed_tables VALUES ('business', 'legacy')")
-    await write(
-        first,
-        "INSERT INTO _sync_row_state (schema_name, table_name, key_json, row_version, deleted)"
-        " VALUES ('business', 'legacy', '{\"id\":\"legacy-1\"}', 9, 0)",
-    )
+    await formerly_managed_table(first)
     await dispose(first)
     requests = len(server.requests)
 
-    again = await make_client(path, server)
-    try:
+    async with closing(await make_client(path, server)) as again:
         await again.open()
         result = await again.attach("u1")
 
@@ -215,8 +192,6 @@ async def test_restart_keeps_rows_outbox_stages_and_source(
         assert await scalar(
             again, "SELECT COUNT(*) FROM _sync_row_state WHERE table_name = 'legacy'"
         ) == 0
-    finally:
-        await dispose(again)
 
 
 async def test_detach_forgets_row_state_of_historically_managed_tables(
@@ -224,17 +199,8 @@ async def test_detach_forgets_row_state_of_historically_managed_tables(
 ) -> None:
     """TestDetach_ClearsHistoricallyManagedTablesRemovedFromCurrentConfig: besides the rows
     (asserted in test_go_parity_lifecycle), the table's row state must go too."""
-    await client.open()
-    connect_as(server)
-    await client.attach("u1")
-    await write(client, "CREATE TABLE legacy (id TEXT PRIMARY KEY NOT NULL, body TEXT)")
-    await write(client, "INSERT INTO legacy VALUES ('legacy-1', 'stale body')")
-    await write(client, "INSERT INTO _sync_managed_tables VALUES ('business', 'legacy')")
-    await write(
-        client,
-        "INSERT INTO _sync_row_state (schema_name, table_name, key_json, row_version, deleted)"
-        " VALUES ('business', 'legacy', '{\"id\":\"legacy-1\"}', 9, 0)",
-    )
+    await attached(client, server)
+    await formerly_managed_table(client)
 
     assert (await client.detach()).outcome is DetachOutcome.DETACHED
 
@@ -278,9 +244,7 @@ async def test_lifecycle_errors_reset_the_loop_backoff(tmp_path: Path) -> None:
     config = replace(CONFIG, backoff_min=0.01, backoff_max=0.08)
     client = await make_client(tmp_path / "b.db", server, config)
     try:
-        await client.open()
-        connect_as(server)
-        await client.attach("u1")
+        await attached(client, server)
         server.default("GET /api/sync/pull", error(500, "pull_failed"))
         client.pause_uploads()
         await client.start()

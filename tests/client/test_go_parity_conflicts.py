@@ -8,7 +8,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from oversync_sa.client import SyncTable
@@ -24,36 +23,27 @@ from oversync_sa.client.conflicts import (
 from oversync_sa.client.errors import InvalidConflictResolutionError
 from oversync_sa.client.push import push_pending
 from oversync_sa.client.results import PushOutcome
+from oversync_sa.client.runtime import ClientRuntime
 from oversync_sa.wire import Op
 from tests.client.push.conftest import (
     Harness,
     harness as harness,  # a fixture
+    open_harness,
 )
-from tests.client.test_go_parity_push import chunk_rows, table_harness
+from tests.client.push.test_conflicts import Recording, conflict
+from tests.client.test_go_parity_push import chunk_rows
 
 
-def conflict(
-    key: str, *, table: str = "docs", op: str = "UPDATE", base: int = 1, version: int = 2,
-    deleted: bool = False, row: dict[str, Any] | None = None,
-) -> httpx.Response:
-    return httpx.Response(409, json={
-        "error": "push_conflict", "message": "bundle conflict",
-        "conflict": {
-            "schema": "business", "table": table, "key": {"id": key}, "op": op,
-            "base_row_version": base, "server_row_version": version,
-            "server_row_deleted": deleted, "server_row": row,
-        },
-    })
-
-
-class Recording:
-    def __init__(self, result: MergeResult) -> None:
-        self.result = result
-        self.contexts: list[ConflictContext] = []
-
-    def resolve(self, context: ConflictContext) -> MergeResult:
-        self.contexts.append(context)
-        return self.result
+async def rejected_while_editing(harness: Harness, *during: str) -> ClientRuntime:
+    """``d1`` synced at version 1 and edited to 'Ada Local'; the runtime's upload makes the
+    ``during`` writes before its commit, which a conflict on ``d1`` (server row 'Ada Server',
+    version 2) rejects."""
+    await harness.synced("docs", "d1", "'d1', 'Ada'", 1)
+    await harness.sql("UPDATE docs SET body = 'Ada Local' WHERE id = 'd1'")
+    runtime = await harness.runtime()
+    runtime.hooks.before_push_commit = harness.writes_hook(*during)
+    harness.server.push_script("commit", conflict(row={"id": "d1", "body": "Ada Server"}))
+    return runtime
 
 
 def test_built_in_resolvers() -> None:
@@ -66,15 +56,9 @@ def test_built_in_resolvers() -> None:
 async def test_context_is_built_from_the_frozen_row(harness: Harness) -> None:
     """TestPushPending_StructuredConflictBuildsConflictContextFromOutboundSnapshot: every
     field the resolver sees, with the local payload taken from the outbox, not the live row."""
-    await harness.synced("docs", "d1", "'d1', 'Ada'", 1)
-    await harness.sql("UPDATE docs SET body = 'Ada Local' WHERE id = 'd1'")
-    runtime = await harness.runtime()
-
-    async def edit_after_freeze(_: object) -> None:
-        await harness.sql("UPDATE docs SET body = 'Edited later' WHERE id = 'd1'")
-
-    runtime.hooks.before_push_commit = edit_after_freeze
-    harness.server.push_script("commit", conflict("d1", row={"id": "d1", "body": "Ada Server"}))
+    runtime = await rejected_while_editing(
+        harness, "UPDATE docs SET body = 'Edited later' WHERE id = 'd1'"
+    )
     resolver = Recording(AcceptServer())
 
     await push_pending(runtime, resolver=resolver)
@@ -107,13 +91,13 @@ async def test_keep_merged_latest_updated_at_wins(tmp_path: Path) -> None:
     ddl = ["CREATE TABLE people (id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL,"
            " email TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)"]
     created = "2026-03-24T18:00:00Z"
-    async with table_harness(tmp_path, ddl, (SyncTable("people", "id"),)) as h:
+    async with open_harness(tmp_path / "custom.db", ddl, (SyncTable("people", "id"),)) as h:
         await h.synced("people", "p1",
                        f"'p1', 'Ada', 'ada@example.com', '{created}', '{created}'", 1)
         await h.sql("UPDATE people SET name = 'Ada Local Newer', email = 'local@example.com',"
                     " updated_at = '2026-03-24T18:02:00Z' WHERE id = 'p1'")
         h.server.next_seq = 3
-        h.server.push_script("commit", conflict("p1", table="people", row={
+        h.server.push_script("commit", conflict("people", "p1", row={
             "id": "p1", "name": "Ada Server Older", "email": "server@example.com",
             "created_at": created, "updated_at": "2026-03-24T18:01:00Z",
         }))
@@ -141,7 +125,7 @@ async def test_client_wins_retry_resends_the_conflict_row_and_its_siblings(
     await harness.sql("UPDATE docs SET body = 'Grace Local' WHERE id = 'c'")
     await harness.sql("INSERT INTO docs VALUES ('s', 'Sibling')")
     harness.server.next_seq = 3
-    harness.server.push_script("commit", conflict("c", row={"id": "c", "body": "Grace Server"}))
+    harness.server.push_script("commit", conflict(key="c", row={"id": "c", "body": "Grace Server"}))
 
     report = await push_pending(await harness.runtime(), resolver=ClientWinsResolver())
 
@@ -171,7 +155,7 @@ async def test_keeping_an_update_of_a_missing_server_row_is_invalid(
     tombstone variant is in ``push/test_conflicts.py``."""
     await harness.synced("docs", "d1", "'d1', 'Ada'", 1)
     await harness.sql("UPDATE docs SET body = 'Ada Local' WHERE id = 'd1'")
-    harness.server.push_script("commit", conflict("d1"))
+    harness.server.push_script("commit", conflict())
 
     with pytest.raises(InvalidConflictResolutionError):
         await push_pending(await harness.runtime(), resolver=Recording(result))
@@ -191,15 +175,9 @@ async def test_client_wins_keeps_an_edit_made_during_the_rejected_upload(
     """Found while porting
     TestPushPending_StructuredConflictBuildsConflictContextFromOutboundSnapshot: the newest
     local edit must survive a client-wins resolution of an older frozen one."""
-    await harness.synced("docs", "d1", "'d1', 'Ada'", 1)
-    await harness.sql("UPDATE docs SET body = 'Ada Local' WHERE id = 'd1'")
-    runtime = await harness.runtime()
-
-    async def edit_during_upload(_: object) -> None:
-        await harness.sql("UPDATE docs SET body = 'Edited later' WHERE id = 'd1'")
-
-    runtime.hooks.before_push_commit = edit_during_upload
-    harness.server.push_script("commit", conflict("d1", row={"id": "d1", "body": "Ada Server"}))
+    runtime = await rejected_while_editing(
+        harness, "UPDATE docs SET body = 'Edited later' WHERE id = 'd1'"
+    )
 
     await push_pending(runtime, resolver=ClientWinsResolver())
 
@@ -213,16 +191,10 @@ async def test_client_wins_rebases_the_newer_edit_on_the_server_version(
 ) -> None:
     # The newer edit is what is requeued, as an UPDATE on the server's version, and the row
     # state takes that version: the next push cannot conflict again on a stale base.
-    await harness.synced("docs", "d1", "'d1', 'Ada'", 1)
-    await harness.sql("UPDATE docs SET body = 'Ada Local' WHERE id = 'd1'")
-    runtime = await harness.runtime()
-
-    async def edit_during_upload(_: object) -> None:
-        await harness.sql("UPDATE docs SET body = 'Edited later' WHERE id = 'd1'")
-
-    runtime.hooks.before_push_commit = edit_during_upload
-    harness.server.push_script("commit", conflict("d1", row={"id": "d1", "body": "Ada Server"}))
-    harness.server.push_script("commit", conflict("d1", version=7, row={"id": "d1", "body": "S"}))
+    runtime = await rejected_while_editing(
+        harness, "UPDATE docs SET body = 'Edited later' WHERE id = 'd1'"
+    )
+    harness.server.push_script("commit", conflict(version=7, row={"id": "d1", "body": "S"}))
     # The retry inside push_pending conflicts again (version 7): resolve once more, then stop.
     await push_pending(runtime, resolver=ClientWinsResolver())
 
@@ -233,15 +205,7 @@ async def test_client_wins_rebases_the_newer_edit_on_the_server_version(
 
 
 async def test_client_wins_keeps_a_newer_local_delete(harness: Harness) -> None:
-    await harness.synced("docs", "d1", "'d1', 'Ada'", 1)
-    await harness.sql("UPDATE docs SET body = 'Ada Local' WHERE id = 'd1'")
-    runtime = await harness.runtime()
-
-    async def delete_during_upload(_: object) -> None:
-        await harness.sql("DELETE FROM docs WHERE id = 'd1'")
-
-    runtime.hooks.before_push_commit = delete_during_upload
-    harness.server.push_script("commit", conflict("d1", row={"id": "d1", "body": "Ada Server"}))
+    runtime = await rejected_while_editing(harness, "DELETE FROM docs WHERE id = 'd1'")
 
     report = await push_pending(runtime, resolver=ClientWinsResolver())
 
@@ -256,17 +220,12 @@ async def test_client_wins_keeps_a_newer_local_delete(harness: Harness) -> None:
 async def test_an_edit_to_another_frozen_row_survives_the_conflict(harness: Harness) -> None:
     # Only d1 conflicts; d2 was frozen in the same bundle and edited again during the upload.
     # Whatever the resolver decides for d1, d2's newer value is what goes up next.
-    await harness.synced("docs", "d1", "'d1', 'Ada'", 1)
+    runtime = await rejected_while_editing(
+        harness, "UPDATE docs SET body = 'Bob Newer' WHERE id = 'd2'"
+    )
+    # d2's first edit is pending before the push, so it is frozen in d1's bundle.
     await harness.synced("docs", "d2", "'d2', 'Bob'", 1)
-    await harness.sql("UPDATE docs SET body = 'Ada Local' WHERE id = 'd1'")
     await harness.sql("UPDATE docs SET body = 'Bob Local' WHERE id = 'd2'")
-    runtime = await harness.runtime()
-
-    async def edit_during_upload(_: object) -> None:
-        await harness.sql("UPDATE docs SET body = 'Bob Newer' WHERE id = 'd2'")
-
-    runtime.hooks.before_push_commit = edit_during_upload
-    harness.server.push_script("commit", conflict("d1", row={"id": "d1", "body": "Ada Server"}))
 
     await push_pending(runtime, resolver=ServerWinsResolver())
 

@@ -28,26 +28,20 @@ from oversync_sa.errors import InitializationExpiredError, InitializationStaleEr
 from tests.client.lifecycle.fakes import (
     CAPS,
     FakeServer,
+    attached,
     body_of,
+    closing,
+    connect_reply,
+    dispose,
     error,
+    formerly_managed_table,
     make_client,
     ok,
     scalar,
     snapshot_routes,
     user_row,
+    write,
 )
-
-
-async def write(client: SyncClient, sql: str) -> None:
-    async with client.runtime.engine.begin() as conn:
-        await conn.exec_driver_sql(sql)
-
-
-async def attach_empty(client: SyncClient, server: FakeServer, user: str = "u1") -> None:
-    server.default("GET /api/sync/capabilities", CAPS)
-    server.queue("POST /api/sync/connect", ok({"resolution": "initialize_empty"}))
-    await client.open()
-    await client.attach(user)
 
 
 @pytest.mark.parametrize(
@@ -117,7 +111,7 @@ async def test_uninstall_removes_metadata_and_triggers_but_keeps_business_rows(
 ) -> None:
     """TestUninstallSync_RemovesMetadataAndTriggersButPreservesBusinessTables: a write after
     the uninstall must work (a leftover trigger would fail on the dropped metadata tables)."""
-    await attach_empty(client, server)
+    await attached(client, server)
     await write(client, "INSERT INTO users VALUES ('1', 'Ada')")
 
     await client.uninstall_sync()
@@ -141,19 +135,14 @@ async def test_open_restores_the_attached_user_but_not_the_session(
     attached user again, yet sync operations still need Attach (an offline resume)."""
     path = tmp_path / "restart.db"
     first = await make_client(path, server)
-    await attach_empty(first, server, "result-user")
-    await first.close()
-    await first.runtime.engine.dispose()
+    await attached(first, server, "result-user")
+    await dispose(first)
 
-    again = await make_client(path, server)
-    try:
+    async with closing(await make_client(path, server)) as again:
         await again.open()
         assert again.runtime.user_id == "result-user"
         with pytest.raises(AttachRequiredError):
             await again.sync_status()
-    finally:
-        await again.close()
-        await again.runtime.engine.dispose()
 
 
 async def test_sync_status_preconditions_then_connected_shape(
@@ -166,8 +155,7 @@ async def test_sync_status_preconditions_then_connected_shape(
     await client.open()
     with pytest.raises(AttachRequiredError):
         await client.sync_status()
-    server.default("GET /api/sync/capabilities", CAPS)
-    server.queue("POST /api/sync/connect", ok({"resolution": "initialize_empty"}))
+    connect_reply(server)
     await client.attach("result-user")
     await write(client, "INSERT INTO users VALUES ('user-1', 'Ada')")
 
@@ -184,7 +172,7 @@ async def test_paused_pull_reports_skipped_without_a_request(
     client: SyncClient, server: FakeServer
 ) -> None:
     """TestResultContract_RemoteSyncAndRotationOutcomes ("pull skipped paused")."""
-    await attach_empty(client, server)
+    await attached(client, server)
     sent = len(server.requests)
     client.pause_downloads()
 
@@ -198,7 +186,7 @@ async def test_source_info_reports_rebuild_and_recovery_flags(
     client: SyncClient, server: FakeServer
 ) -> None:
     """TestResultContract_SourceInfo: the diagnostic flags follow the durable state."""
-    await attach_empty(client, server)
+    await attached(client, server)
     info = await client.source_info()
     assert (info.rebuild_required, info.source_recovery_required) == (False, False)
     assert info.source_recovery_reason is None
@@ -219,8 +207,7 @@ async def test_remote_authoritative_attach_reports_restore_and_materialized_auth
 ) -> None:
     """TestResultContract_AttachAndSyncStatus ("restore result shape")."""
     await client.open()
-    server.default("GET /api/sync/capabilities", CAPS)
-    server.queue("POST /api/sync/connect", ok({"resolution": "remote_authoritative"}))
+    connect_reply(server, "remote_authoritative")
     snapshot_routes(server, [user_row("remote-1", "Remote", 9)], seq=9)
 
     result = await client.attach("result-user")
@@ -239,14 +226,8 @@ async def test_remote_replace_forgets_row_state_of_historically_managed_tables(
     """TestConnect_RemoteAuthoritativeReplaceClearsHistoricallyManagedTablesRemovedFromConfig:
     the row-state half (the rows are asserted in test_go_parity_lifecycle)."""
     await client.open()
-    await write(client, "CREATE TABLE legacy (id TEXT PRIMARY KEY NOT NULL, body TEXT)")
-    await write(client, "INSERT INTO legacy VALUES ('legacy-1', 'stale body')")
-    await write(client, "INSERT INTO _sync_managed_tables VALUES ('business', 'legacy')")
-    await write(client, "INSERT INTO _sync_row_state (schema_name, table_name, key_json,"
-                        " row_version, deleted) VALUES ('business', 'legacy',"
-                        " '{\"id\":\"legacy-1\"}', 9, 0)")
-    server.default("GET /api/sync/capabilities", CAPS)
-    server.queue("POST /api/sync/connect", ok({"resolution": "remote_authoritative"}))
+    await formerly_managed_table(client)
+    connect_reply(server, "remote_authoritative")
     snapshot_routes(server, [user_row("remote-1", "Remote", 7)], seq=7)
 
     assert (await client.attach("u1")).outcome is AttachOutcome.USED_REMOTE_STATE

@@ -25,12 +25,15 @@ from tests.client.lifecycle.fakes import (
     SCHEMA,
     FakeServer,
     attached,
+    closing,
     error,
+    formerly_managed_table,
     make_client,
     ok,
     scalar,
     snapshot_routes,
     user_row,
+    write,
 )
 
 PULL = "GET /api/sync/pull"
@@ -47,11 +50,6 @@ def page(stable: int, *bundles: dict[str, Any], has_more: bool = False) -> httpx
 
 def truncated(body: bytes) -> httpx.Response:
     return httpx.Response(200, headers={"content-type": "application/json"}, content=body)
-
-
-async def write(client: SyncClient, sql: str, params: tuple[Any, ...] = ()) -> None:
-    async with client.runtime.engine.begin() as conn:
-        await conn.exec_driver_sql(sql, params)
 
 
 async def synced_local_row(client: SyncClient, key: str, name: str, version: int) -> None:
@@ -82,8 +80,7 @@ async def test_pull_applies_rows_of_a_key_column_not_named_id(
         raw.execute("CREATE TABLE notes (doc_id TEXT PRIMARY KEY NOT NULL, body TEXT NOT NULL)")
     config = ClientConfig(SCHEMA, (SyncTable("notes", "doc_id"),),
                           retry_policy=CONFIG.retry_policy)
-    client = await make_client(path, server, config)
-    try:
+    async with closing(await make_client(path, server, config)) as client:
         await attached(client, server)
         server.queue(PULL, page(1, bundle(1, {
             "schema": SCHEMA, "table": "notes", "key": {"doc_id": "doc-1"}, "op": "INSERT",
@@ -98,9 +95,6 @@ async def test_pull_applies_rows_of_a_key_column_not_named_id(
         assert await scalar(client, "SELECT row_version || ':' || deleted FROM _sync_row_state"
                                     " WHERE key_json = '{\"doc_id\":\"doc-1\"}'") == "1:0"
         assert await client.last_bundle_seq_seen() == 1
-    finally:
-        await client.close()
-        await client.runtime.engine.dispose()
 
 
 async def test_a_failing_row_rolls_back_its_whole_bundle(
@@ -249,13 +243,7 @@ async def test_rebuild_keeps_the_source_and_clears_every_stale_local_trace(
     await write(client, "UPDATE _sync_source_state SET next_source_bundle_id = 5"
                         " WHERE source_id = ?", (source,))
     await write(client, "UPDATE _sync_attachment_state SET last_bundle_seq_seen = 4")
-    # A table an older configuration managed, with its row and row state.
-    await write(client, "CREATE TABLE legacy_docs (id TEXT PRIMARY KEY NOT NULL, body TEXT)")
-    await write(client, "INSERT INTO legacy_docs VALUES ('legacy-1', 'stale body')")
-    await write(client, "INSERT INTO _sync_managed_tables VALUES ('business', 'legacy_docs')")
-    await write(client, "INSERT INTO _sync_row_state (schema_name, table_name, key_json,"
-                        " row_version, deleted) VALUES ('business', 'legacy_docs',"
-                        " '{\"id\":\"legacy-1\"}', 9, 0)")
+    await formerly_managed_table(client, "legacy_docs")
     snapshot_routes(server, [user_row("u1", "Ada", 8), user_row("u2", "Grace", 9)], seq=9)
 
     await client.rebuild()
@@ -381,8 +369,7 @@ async def test_self_referencing_and_cyclic_rows_apply_across_chunk_boundaries(
               SyncTable("team_members", "id"))
     config = ClientConfig(SCHEMA, tables, snapshot_chunk_rows=1,
                           retry_policy=CONFIG.retry_policy)
-    client = await make_client(path, server, config)
-    try:
+    async with closing(await make_client(path, server, config)) as client:
         await attached(client, server)
         snapshot_routes(server, [
             snapshot_row("categories", "child", 2, parent_id="root", name="Child"),
@@ -400,6 +387,3 @@ async def test_self_referencing_and_cyclic_rows_apply_across_chunk_boundaries(
         assert await scalar(client, "SELECT captain_member_id FROM teams") == "m1"
         assert await scalar(client, "SELECT team_id FROM team_members") == "t1"
         assert await client.last_bundle_seq_seen() == 5
-    finally:
-        await client.close()
-        await client.runtime.engine.dispose()

@@ -7,25 +7,19 @@ already covered elsewhere, is ``docs/go-test-parity-part1.md``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.client import (
-    ClientConfig,
     RetryPolicy,
     SyncOperationInProgressError,
     SyncTable,
-    initialize_database,
-    install_managed_triggers,
-    validate_managed_tables,
 )
 from oversync_sa.client.errors import (
     KeyEncodingError,
@@ -37,8 +31,6 @@ from oversync_sa.client.errors import (
 from oversync_sa.client.outbox import freeze_outbox
 from oversync_sa.client.push import PushTransferStats, push_pending
 from oversync_sa.client.results import PushOutcome
-from oversync_sa.client.runtime import ClientRuntime, prepare_engine
-from oversync_sa.client.transport import SyncTransport
 from oversync_sa.errors import AuthenticationFailedError
 from tests.client.facade.server import (
     SyncServer,
@@ -49,80 +41,24 @@ from tests.client.facade.server import (
 from tests.client.lifecycle.fakes import (
     FakeServer as LifecycleServer,
     attached as lifecycle_attached,
+    closing,
     make_client as make_lifecycle_client,
     scalar as lifecycle_scalar,
     snapshot_routes,
 )
 from tests.client.push.conftest import (
-    FAST_RETRY,
-    SCHEMA,
     SOURCE,
-    USER,
     FakeServer,
     Harness,
     commit_body,
     error,
     harness as harness,  # a fixture
     hash_rows,
+    open_harness,
 )
 
 NO_RETRY = RetryPolicy(enabled=False)
 COMMITTED_VERSION = 11
-
-
-# --------------------------------------------------------------------------- custom tables
-
-
-@dataclass
-class TableHarness(Harness):
-    """The push harness over caller-chosen tables (the shared one has a fixed schema)."""
-
-    tables: tuple[SyncTable, ...] = ()
-
-    async def runtime(self, **config: Any) -> ClientRuntime:
-        cfg = ClientConfig(
-            SCHEMA, self.tables, retry_policy=config.pop("retry", FAST_RETRY), **config
-        )
-        async with self.engine.begin() as conn:
-            managed = await validate_managed_tables(conn, cfg)
-        return ClientRuntime(
-            engine=self.engine, config=cfg, managed=managed,
-            transport=SyncTransport(
-                "http://sync.test", lambda: "token",
-                source_id=lambda: SOURCE, retry_policy=cfg.effective_retry_policy,
-                transport=httpx.MockTransport(self.server.handler),
-            ),
-            ownership_key=f"test:{self.path}", source_id=SOURCE, user_id=USER,
-            session_connected=True,
-        )
-
-
-@asynccontextmanager
-async def table_harness(
-    tmp_path: Path, ddl: Iterable[str], tables: tuple[SyncTable, ...]
-) -> AsyncIterator[TableHarness]:
-    """A connected, attached database with ``ddl`` managed as ``tables`` (like ``harness``)."""
-    path = tmp_path / "custom.db"
-    engine = prepare_engine(create_async_engine(f"sqlite+aiosqlite:///{path}"))
-    try:
-        async with engine.connect() as conn:
-            await initialize_database(conn)
-        async with engine.begin() as conn:
-            for statement in ddl:
-                await conn.exec_driver_sql(statement)
-            managed = await validate_managed_tables(conn, ClientConfig(SCHEMA, tables))
-            await install_managed_triggers(conn, managed)
-            await conn.exec_driver_sql(
-                "INSERT INTO _sync_source_state (source_id) VALUES (?)", (SOURCE,)
-            )
-            await conn.exec_driver_sql(
-                "UPDATE _sync_attachment_state SET current_source_id = ?,"
-                " binding_state = 'attached', attached_user_id = ?, schema_name = ?",
-                (SOURCE, USER, SCHEMA),
-            )
-        yield TableHarness(engine, FakeServer(), path, tables)
-    finally:
-        await engine.dispose()
 
 
 def committing_with(
@@ -267,7 +203,7 @@ async def test_real_column_replay_does_not_requeue(
     """TestPushPending_RealColumnReplayDoesNotRequeueEquivalentValue."""
     ddl = ["CREATE TABLE scores (id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL,"
            " score REAL NOT NULL)"]
-    async with table_harness(tmp_path, ddl, (SyncTable("scores", "id"),)) as h:
+    async with open_harness(tmp_path / "custom.db", ddl, (SyncTable("scores", "id"),)) as h:
         await h.sql("INSERT INTO scores VALUES ('k', 'Bob', ?)", (value,))
         assert (await push_pending(await h.runtime())).outcome is PushOutcome.COMMITTED
 
@@ -284,7 +220,7 @@ async def test_text_sync_key_named_other_than_id(tmp_path: Path) -> None:
     """TestPushPending_TextSyncKeyRoundTripsThroughPush: the wire key, payload and row state
     use the configured key column."""
     ddl = ["CREATE TABLE notes (doc_id TEXT PRIMARY KEY NOT NULL, body TEXT NOT NULL)"]
-    async with table_harness(tmp_path, ddl, (SyncTable("notes", "doc_id"),)) as h:
+    async with open_harness(tmp_path / "custom.db", ddl, (SyncTable("notes", "doc_id"),)) as h:
         await h.sql("INSERT INTO notes VALUES ('doc-1', 'Hello text key')")
         assert (await push_pending(await h.runtime())).outcome is PushOutcome.COMMITTED
 
@@ -420,11 +356,9 @@ async def test_new_key_written_before_replay_stays_dirty(harness: Harness) -> No
     """TestPushPending_NewLocalWritesDuringReplaySurviveInDirtyRows."""
     await harness.sql("INSERT INTO docs VALUES ('orig', 'Ada')")
     runtime = await harness.runtime()
-
-    async def write(_: AsyncConnection | None) -> None:
-        await harness.sql("INSERT INTO docs VALUES ('new', 'Grace')")
-
-    runtime.hooks.before_push_replay = write
+    runtime.hooks.before_push_replay = harness.writes_hook(
+        "INSERT INTO docs VALUES ('new', 'Grace')"
+    )
     assert (await push_pending(runtime)).outcome is PushOutcome.COMMITTED
 
     assert [(k, op) for _, k, op, _, _ in await harness.dirty()] == [('{"id":"new"}', "INSERT")]
@@ -462,7 +396,7 @@ async def test_same_key_edit_during_upload_is_rebased(
     The newer intent survives, re-based on the committed version."""
     await _rebase_setup(harness, seed, first)
     runtime = await harness.runtime()
-    runtime.hooks.before_push_commit = _mutating(harness, during)
+    runtime.hooks.before_push_commit = harness.writes_hook(*during)
 
     assert (await push_pending(runtime)).outcome is PushOutcome.COMMITTED
 
@@ -490,7 +424,7 @@ async def test_same_key_edit_during_upload_is_rebased_after_restart(
     between commit and replay; the restarted client only fetches and replays."""
     await _rebase_setup(harness, True, (first,))
     runtime = await harness.runtime()
-    runtime.hooks.before_push_commit = _mutating(harness, (during,))
+    runtime.hooks.before_push_commit = harness.writes_hook(during)
 
     async def crash(_: AsyncConnection | None) -> None:
         raise RuntimeError("simulated crash before replay")
@@ -514,14 +448,6 @@ async def _rebase_setup(harness: Harness, seed: bool, first: Mutation) -> None:
     for statement in first:
         await harness.sql(statement)
     harness.server.next_seq = COMMITTED_VERSION
-
-
-def _mutating(harness: Harness, statements: Mutation) -> Callable[[Any], Awaitable[None]]:
-    async def hook(_: AsyncConnection | None) -> None:
-        for statement in statements:
-            await harness.sql(statement)
-
-    return hook
 
 
 async def _assert_rebased(
@@ -592,7 +518,7 @@ async def test_replay_defers_cyclic_and_self_referencing_foreign_keys(tmp_path: 
     rows in an order no immediate FK check would accept."""
     tables = (SyncTable("teams", "id"), SyncTable("team_members", "id"),
               SyncTable("categories", "id"))
-    async with table_harness(tmp_path, TEAMS_DDL, tables) as h:
+    async with open_harness(tmp_path / "custom.db", TEAMS_DDL, tables) as h:
         async with h.engine.begin() as conn:
             await conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
             await conn.exec_driver_sql("INSERT INTO teams VALUES ('t1', 'Core', 'm1')")
@@ -623,8 +549,7 @@ async def test_overlapping_operations_are_refused(tmp_path: Path) -> None:
     """TestClient_RejectsOverlappingSyncOperations: while a push waits before its commit, every
     other sync operation fails at once instead of queueing (CLIENT.md §12.21)."""
     server = SyncServer()
-    client = await make_facade_client(tmp_path / "lock.db", server)
-    try:
+    async with closing(await make_facade_client(tmp_path / "lock.db", server)) as client:
         await attached(client)
         await execute(client, "INSERT INTO users (id, name) VALUES ('a', 'Ann')")
         entered, release = asyncio.Event(), asyncio.Event()
@@ -647,9 +572,6 @@ async def test_overlapping_operations_are_refused(tmp_path: Path) -> None:
         release.set()
         assert (await asyncio.wait_for(first, 5)).outcome is PushOutcome.COMMITTED
         assert [r["key"]["id"] for r in server.pushed_rows()] == ["a"]
-    finally:
-        await client.close()
-        await client.runtime.engine.dispose()
 
 
 # --------------------------------------------------------------------------- source recovery
@@ -663,8 +585,7 @@ async def test_source_recovery_survives_a_restart_until_the_rotated_rebuild(
     asks for the reserved replacement and keeps the outbox for the new source."""
     server = LifecycleServer()
     path = tmp_path / "restart.db"
-    client = await make_lifecycle_client(path, server)
-    try:
+    async with closing(await make_lifecycle_client(path, server)) as client:
         await lifecycle_attached(client, server)
         old = client.runtime.source_id
         async with client.runtime.engine.begin() as conn:
@@ -675,12 +596,8 @@ async def test_source_recovery_survives_a_restart_until_the_rotated_rebuild(
             await client.push_pending()
         reserved = await lifecycle_scalar(
             client, "SELECT replacement_source_id FROM _sync_operation_state")
-    finally:
-        await client.close()
-        await client.runtime.engine.dispose()
 
-    client = await make_lifecycle_client(path, server)
-    try:
+    async with closing(await make_lifecycle_client(path, server)) as client:
         await client.open()
         await client.attach("u1")
         before = len(server.requests)
@@ -705,6 +622,3 @@ async def test_source_recovery_survives_a_restart_until_the_rotated_rebuild(
             client, "SELECT state || ':' || source_id || ':' || source_bundle_id"
                     " FROM _sync_outbox_bundle") == f"prepared:{reserved}:1"
         assert await lifecycle_scalar(client, "SELECT group_concat(id) FROM users") == "a"
-    finally:
-        await client.close()
-        await client.runtime.engine.dispose()

@@ -15,9 +15,16 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.client import SyncTable, serialize_row, trigger_names
-from oversync_sa.client.client import SyncClient
 from oversync_sa.client.validation import ColumnInfo
-from tests.client.lifecycle.fakes import CONFIG, FakeServer, attached, make_client, ok, scalar
+from tests.client.lifecycle.fakes import (
+    CONFIG,
+    FakeServer,
+    attached,
+    closing,
+    make_client,
+    ok,
+    scalar,
+)
 
 from .conftest import SIMULATOR_DDL, execute_all, manage, rows
 
@@ -195,8 +202,7 @@ async def test_pulled_uuid_string_keys_are_stored_as_bytes_with_hex_row_state(
         for statement in BLOB_DDL:
             raw.execute(statement)
     config = replace(CONFIG, tables=(SyncTable("files", "id"), SyncTable("file_reviews", "id")))
-    client: SyncClient = await make_client(path, server, config)
-    try:
+    async with closing(await make_client(path, server, config)) as client:
         await attached(client, server)
         server.queue("GET /api/sync/pull", ok({"stable_bundle_seq": 1, "has_more": False,
                                                 "bundles": [{
@@ -231,6 +237,3 @@ async def test_pulled_uuid_string_keys_are_stored_as_bytes_with_hex_row_state(
         assert await scalar(client, "SELECT COUNT(*) FROM files") == 0
         assert await scalar(client, state) == "1:12"
         assert await scalar(client, "SELECT COUNT(*) FROM _sync_dirty_rows") == 0
-    finally:
-        await client.close()
-        await client.runtime.engine.dispose()

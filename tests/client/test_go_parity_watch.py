@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from oversync_sa.client import BundleChangeWatchMode, DownloadMode, LoopPhase, SyncClient
 from tests.client.facade.server import (
@@ -18,21 +15,10 @@ from tests.client.facade.server import (
     make_client,
     sse,
 )
-
-
-@pytest.fixture
-async def cleanup() -> AsyncIterator[list[SyncClient]]:
-    clients: list[SyncClient] = []
-    yield clients
-    for client in clients:
-        await client.close()
-        await client.runtime.engine.dispose()
-
-
-def advertising_server() -> SyncServer:
-    server = SyncServer()
-    server.features["bundle_change_watch"] = True
-    return server
+from tests.client.facade.test_watch import (
+    cleanup as cleanup,  # a fixture
+    watch_server,
+)
 
 
 async def new_client(
@@ -52,7 +38,7 @@ async def test_watch_off_polls_even_when_the_server_advertises(
     tmp_path: Path, cleanup: list[SyncClient]
 ) -> None:
     """TestStart_DoesNotCallWatchWhenClientWatchOffEvenIfServerAdvertises."""
-    server = advertising_server()
+    server = watch_server()
     client = await new_client(
         tmp_path, server, cleanup, bundle_change_watch_mode=BundleChangeWatchMode.OFF
     )
@@ -70,7 +56,7 @@ async def test_auto_watch_opens_the_stream_from_the_checkpoint_with_the_source(
     tmp_path: Path, cleanup: list[SyncClient]
 ) -> None:
     """TestStart_UsesWatchWhenClientAutoAndServerAdvertises."""
-    server = advertising_server()
+    server = watch_server()
     hold = asyncio.Event()
     server.watch = [sse(": heartbeat\n\n", hold=hold)]
     client = await new_client(tmp_path, server, cleanup)
@@ -90,7 +76,7 @@ async def test_watch_setup_waits_out_lock_contention_instead_of_polling(
 ) -> None:
     """TestStart_WatchSetupWaitsForStartupSyncContention: a busy client lock delays the
     watch decision; it neither pulls meanwhile nor settles for polling."""
-    server = advertising_server()
+    server = watch_server()
     hold = asyncio.Event()
     server.watch = [sse(": heartbeat\n\n", hold=hold)]
     client = await new_client(tmp_path, server, cleanup)
@@ -114,7 +100,7 @@ async def test_watch_request_carries_the_current_source_after_rotation(
 ) -> None:
     """TestStart_WatchReconnectUsesCurrentSourceIDAfterRotation: the header is read per
     request, so a stream (re)opened after a source rotation names the new source."""
-    server = advertising_server()
+    server = watch_server()
     server.watch = [sse()]
     client = await new_client(tmp_path, server, cleanup)
     client.runtime.source_id = "fresh-device"
@@ -130,7 +116,7 @@ async def test_paused_downloads_neither_watch_nor_pull(
     tmp_path: Path, cleanup: list[SyncClient]
 ) -> None:
     """TestStart_WatchRespectsPausedDownloads."""
-    server = advertising_server()
+    server = watch_server()
     server.watch = [sse(": heartbeat\n\n")]
     client = await new_client(tmp_path, server, cleanup)
     client.pause_downloads()
@@ -148,7 +134,7 @@ async def test_stop_closes_an_open_watch_stream(
 ) -> None:
     """TestWatchRemoteChanges_StopsOnContextCancel: stopping ends a stream that is still open
     (the server never closes it here) without waiting for more events."""
-    server = advertising_server()
+    server = watch_server()
     never = asyncio.Event()
     server.watch = [sse(": heartbeat\n\n", hold=never)]
     client = await new_client(tmp_path, server, cleanup)

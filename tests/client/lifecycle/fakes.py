@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,17 +116,54 @@ async def make_client(path: Path, server: FakeServer, config: ClientConfig = CON
     )
 
 
+async def dispose(client: SyncClient) -> None:
+    """Close ``client`` and dispose of its engine (what a test does where an app would exit)."""
+    await client.close()
+    await client.runtime.engine.dispose()
+
+
+@asynccontextmanager
+async def closing(client: SyncClient) -> AsyncIterator[SyncClient]:
+    """``client`` for the ``with`` block, disposed of afterwards (see :func:`dispose`)."""
+    try:
+        yield client
+    finally:
+        await dispose(client)
+
+
 async def scalar(client: SyncClient, sql: str) -> object:
     async with client.runtime.engine.connect() as conn:
         return (await conn.exec_driver_sql(sql)).scalar()
 
 
-async def attached(client: SyncClient, server: FakeServer) -> None:
-    """Open ``client`` and attach it as ``u1`` to an empty server scope."""
-    await client.open()
+async def write(client: SyncClient, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """One statement in its own transaction on ``client``'s database."""
+    async with client.runtime.engine.begin() as conn:
+        await conn.exec_driver_sql(sql, params)
+
+
+async def formerly_managed_table(client: SyncClient, table: str = "legacy") -> None:
+    """A table an older configuration managed (not in the client's configuration now), with
+    one row ``legacy-1`` and that row's row state at version 9."""
+    await write(client, f"CREATE TABLE {table} (id TEXT PRIMARY KEY NOT NULL, body TEXT)")
+    await write(client, f"INSERT INTO {table} VALUES ('legacy-1', 'stale body')")
+    await write(client, f"INSERT INTO _sync_managed_tables VALUES ('business', '{table}')")
+    await write(client, "INSERT INTO _sync_row_state (schema_name, table_name, key_json,"
+                        " row_version, deleted) VALUES ('business', ?, '{\"id\":\"legacy-1\"}',"
+                        " 9, 0)", (table,))
+
+
+def connect_reply(server: FakeServer, resolution: str = "initialize_empty") -> None:
+    """Advertise the capabilities and answer the next connect with ``resolution``."""
     server.default("GET /api/sync/capabilities", CAPS)
-    server.queue("POST /api/sync/connect", ok({"resolution": "initialize_empty"}))
-    await client.attach("u1")
+    server.queue("POST /api/sync/connect", ok({"resolution": resolution}))
+
+
+async def attached(client: SyncClient, server: FakeServer, user: str = "u1") -> None:
+    """Open ``client`` and attach it as ``user`` to an empty server scope."""
+    await client.open()
+    connect_reply(server)
+    await client.attach(user)
 
 
 def body_of(request: httpx.Request) -> Any:

@@ -8,7 +8,8 @@ any reply through :attr:`FakeServer.script` to force errors and malformed bodies
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,10 +206,13 @@ class Harness:
     engine: AsyncEngine
     server: FakeServer
     path: Path
+    tables: tuple[SyncTable, ...] = TABLES
 
     async def runtime(self, **config: Any) -> ClientRuntime:
         """A fresh connected runtime (as after open + attach), e.g. after a "restart"."""
-        cfg = ClientConfig(SCHEMA, TABLES, retry_policy=config.pop("retry", FAST_RETRY), **config)
+        cfg = ClientConfig(
+            SCHEMA, self.tables, retry_policy=config.pop("retry", FAST_RETRY), **config
+        )
         async with self.engine.begin() as conn:
             managed = await validate_managed_tables(conn, cfg)
         runtime = ClientRuntime(
@@ -226,6 +230,16 @@ class Harness:
     async def sql(self, statement: str, params: tuple[Any, ...] = ()) -> None:
         async with self.engine.begin() as conn:
             await conn.exec_driver_sql(statement, params)
+
+    def writes_hook(self, *statements: str) -> Callable[[Any], Awaitable[None]]:
+        """A runtime hook (e.g. ``before_push_commit``) that makes ``statements`` as application
+        writes, each in its own transaction: edits made while a push is under way."""
+
+        async def hook(_conn: Any) -> None:
+            for statement in statements:
+                await self.sql(statement)
+
+        return hook
 
     async def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         async with self.engine.connect() as conn:
@@ -273,17 +287,19 @@ class Harness:
             await conn.exec_driver_sql("UPDATE _sync_apply_state SET apply_mode = 0")
 
 
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    path = tmp_path / "client.db"
+@asynccontextmanager
+async def open_harness(
+    path: Path, ddl: Iterable[str] = DDL, tables: tuple[SyncTable, ...] = TABLES
+) -> AsyncIterator[Harness]:
+    """A connected, attached database at ``path`` with ``ddl`` managed as ``tables``."""
     engine = prepare_engine(create_async_engine(f"sqlite+aiosqlite:///{path}"))
     try:
         async with engine.connect() as conn:
             await initialize_database(conn)
         async with engine.begin() as conn:
-            for statement in DDL:
+            for statement in ddl:
                 await conn.exec_driver_sql(statement)
-            managed = await validate_managed_tables(conn, ClientConfig(SCHEMA, TABLES))
+            managed = await validate_managed_tables(conn, ClientConfig(SCHEMA, tables))
             await install_managed_triggers(conn, managed)
             await conn.exec_driver_sql(
                 "INSERT INTO _sync_source_state (source_id) VALUES (?)", (SOURCE,)
@@ -293,6 +309,12 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
                 " binding_state = 'attached', attached_user_id = ?, schema_name = ?",
                 (SOURCE, USER, SCHEMA),
             )
-        yield Harness(engine, FakeServer(), path)
+        yield Harness(engine, FakeServer(), path, tables)
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with open_harness(tmp_path / "client.db") as opened:
+        yield opened

@@ -399,11 +399,21 @@ def uid_sql(value: uuid.UUID) -> bytes:
     return value.bytes
 
 
-async def two_devices(harness: Harness, resolver: Any = None) -> tuple[str, Device, Device]:
-    """Devices ``a`` and ``b`` attached to one fresh user; ``b`` has ``resolver``."""
+async def two_devices(
+    harness: Harness,
+    resolver: Any = None,
+    *,
+    a_options: dict[str, Any] | None = None,
+    b_options: dict[str, Any] | None = None,
+) -> tuple[str, Device, Device]:
+    """Devices ``a`` and ``b`` attached to one fresh user; ``b`` has ``resolver``.
+
+    ``a_options`` and ``b_options`` are further :meth:`Harness.device` arguments of each
+    (a transport, a retry policy, client configuration).
+    """
     user = new_user()
-    a = await harness.device("a", user=user)
-    b = await harness.device("b", user=user, resolver=resolver)
+    a = await harness.device("a", user=user, **(a_options or {}))
+    b = await harness.device("b", user=user, resolver=resolver, **(b_options or {}))
     await a.attach()
     await b.attach()
     return user, a, b

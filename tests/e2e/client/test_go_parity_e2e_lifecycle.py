@@ -34,15 +34,15 @@ from oversync_sa.client.results import (
     SourceRecoveryCode,
 )
 from tests.e2e.client._support import (
-    INSERT_USER,
     NO_RETRY,
-    Device,
     Harness,
     LossyTransport,
-    new_id,
     new_user,
     server_ids,
+    two_devices,
 )
+from tests.e2e.client.test_e2e_lease_loss import names
+from tests.e2e.client.test_e2e_recovery import add_user
 
 pytestmark = pytest.mark.postgres
 
@@ -89,16 +89,6 @@ class ScriptedTransport(httpx.AsyncBaseTransport):
 
 def is_post(path: str) -> Predicate:
     return lambda r: r.method == "POST" and r.url.path == path
-
-
-async def add_user(device: Device, name: str) -> uuid.UUID:
-    row = new_id()
-    await device.execute(INSERT_USER, (row.bytes, name, f"{name.lower()}@example.com"))
-    return row
-
-
-async def names(device: Device) -> dict[uuid.UUID, str]:
-    return {k: v[0] for k, v in (await device.table("users", "name")).items()}
 
 
 async def source_state(harness: Harness, user: str, source: str) -> tuple[str, int, str]:
@@ -310,12 +300,8 @@ async def test_rebuild_required_blocks_sync_without_network_until_rebuild(
     harness: Harness,
 ) -> None:
     """TestEndToEnd_RebuildRequiredBlocksSyncUntilExplicitRebuild."""
-    user = new_user()
-    a = await harness.device("a", user=user)
     network = ScriptedTransport()
-    b = await harness.device("b", user=user, transport=network)
-    await a.attach()
-    await b.attach()
+    _user, a, b = await two_devices(harness, b_options={"transport": network})
     one = await add_user(a, "RemoteOne")
     await a.c.push_pending()
     await b.c.pull_to_stable()

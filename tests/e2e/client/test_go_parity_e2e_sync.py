@@ -42,7 +42,10 @@ from tests.e2e.client._support import (
     new_id,
     new_user,
     server_ids,
+    two_devices,
 )
+from tests.e2e.client.test_e2e_lease_loss import names, server_names
+from tests.e2e.client.test_e2e_recovery import add_user
 
 pytestmark = pytest.mark.postgres
 
@@ -63,20 +66,6 @@ class Always:
         return self.result
 
 
-async def add_user(device: Device, name: str) -> uuid.UUID:
-    row = new_id()
-    await device.execute(INSERT_USER, (row.bytes, name, f"{name.lower()}@example.com"))
-    return row
-
-
-async def names(device: Device) -> dict[uuid.UUID, str]:
-    return {k: v[0] for k, v in (await device.table("users", "name")).items()}
-
-
-async def server_names(harness: Harness, user: str) -> dict[uuid.UUID, str]:
-    return {r["id"]: r["name"] for r in await harness.server_rows(user, "users", "id, name")}
-
-
 async def server_rename(harness: Harness, user: str, row: uuid.UUID, name: str) -> int:
     """A server-originated bundle renaming ``row``; returns its bundle sequence."""
     result = await harness.server_write(user, [(
@@ -90,16 +79,23 @@ async def shared_row(
     harness: Harness, resolver: Any = None, **b_options: Any
 ) -> tuple[str, Device, Device, uuid.UUID]:
     """``a`` and ``b`` attached to one user; ``a`` pushed one row (bundle 1), ``b`` pulled it."""
-    user = new_user()
-    a = await harness.device("a", user=user)
-    b = await harness.device("b", user=user, resolver=resolver, **b_options)
-    await a.attach()
-    await b.attach()
+    user, a, b = await two_devices(harness, resolver, b_options=b_options)
     row = await add_user(a, "Original")
     assert (await a.c.push_pending()).outcome is PushOutcome.COMMITTED
     assert (await b.c.pull_to_stable()).outcome is RemoteSyncOutcome.APPLIED_INCREMENTAL
     assert await b.c.last_bundle_seq_seen() == 1
     return user, a, b, row
+
+
+async def own_push_after_unseen_peer(harness: Harness) -> tuple[Device, uuid.UUID, uuid.UUID]:
+    """``a`` pushed a row (bundle 1), then ``b``, which never pulled it, pushed its own
+    (bundle 2). Returns ``b`` and the two rows."""
+    _user, a, b = await two_devices(harness)
+    from_a = await add_user(a, "FromA")
+    await a.c.push_pending()
+    from_b = await add_user(b, "FromB")
+    await b.c.push_pending()
+    return b, from_a, from_b
 
 
 # --------------------------------------------------------------------------- conflicts
@@ -174,16 +170,7 @@ async def test_chunked_push_conflict_retries_the_whole_bundle(harness: Harness) 
 
 async def test_own_push_does_not_skip_an_earlier_peer_bundle(harness: Harness) -> None:
     """TestEndToEnd_PushThenOwnPushThenPullStillFetchesEarlierPeerBundle."""
-    user = new_user()
-    a = await harness.device("a", user=user)
-    b = await harness.device("b", user=user)
-    await a.attach()
-    await b.attach()
-    from_a = await add_user(a, "FromA")
-    await a.c.push_pending()
-    from_b = await add_user(b, "FromB")
-
-    await b.c.push_pending()
+    b, from_a, from_b = await own_push_after_unseen_peer(harness)
 
     # B's bundle is seq 2 but B never saw seq 1: moving the checkpoint would lose A's row.
     assert await b.c.last_bundle_seq_seen() == 0
@@ -218,15 +205,7 @@ async def test_restart_between_own_push_and_pull_still_fetches_the_peer_bundle(
     harness: Harness,
 ) -> None:
     """TestEndToEnd_RestartAfterOwnPushBeforePullStillFetchesEarlierPeerBundle."""
-    user = new_user()
-    a = await harness.device("a", user=user)
-    b = await harness.device("b", user=user)
-    await a.attach()
-    await b.attach()
-    from_a = await add_user(a, "FromA")
-    await a.c.push_pending()
-    from_b = await add_user(b, "FromB")
-    await b.c.push_pending()
+    b, from_a, from_b = await own_push_after_unseen_peer(harness)
 
     await b.restart()
     assert (await b.attach()).outcome is AttachOutcome.RESUMED_ATTACHED_STATE
@@ -276,12 +255,10 @@ async def test_nanosecond_timestamps_reach_the_servers_timestamp_columns(
 
 async def test_push_create_lost_in_transit_keeps_the_frozen_bundle(harness: Harness) -> None:
     """TestEndToEnd_PushSessionCreateTransportRetryLeavesClientRecoverable."""
-    user = new_user()
     network = LossyTransport()
-    a = await harness.device("a", user=user, transport=network, retry=NO_RETRY)
-    b = await harness.device("b", user=user)
-    await a.attach()
-    await b.attach()
+    user, a, b = await two_devices(
+        harness, a_options={"transport": network, "retry": NO_RETRY}
+    )
     row = await add_user(a, "Ada")
     network.fail_before(is_push_create)
 
@@ -336,11 +313,9 @@ async def test_push_create_503_exhaustion_is_a_typed_error(harness: Harness) -> 
 async def test_pull_503_exhaustion_is_a_typed_error(harness: Harness) -> None:
     """TestEndToEnd_PullToStable_RetryExhaustionReturnsTypedError."""
     faults = FaultTransport([fail_status(503, "GET", "/sync/pull", nth=[1, 2, 3])])
-    user = new_user()
-    a = await harness.device("a", user=user)
-    b = await harness.device("b", user=user, transport=faults, retry=FAST_RETRY)
-    await a.attach()
-    await b.attach()
+    _user, a, b = await two_devices(
+        harness, b_options={"transport": faults, "retry": FAST_RETRY}
+    )
     row = await add_user(a, "Remote")
     await a.c.push_pending()
 
@@ -359,12 +334,11 @@ async def test_pull_503_exhaustion_is_a_typed_error(harness: Harness) -> None:
 
 async def test_stale_follower_falls_back_to_a_chunked_snapshot(harness: Harness) -> None:
     """TestEndToEnd_StaleFollowerConvergesAfterChunkedPushAndPruneFallback."""
-    user = new_user()
-    a = await harness.device("a", user=user, upload_limit=2)
     network = LossyTransport()
-    b = await harness.device("b", user=user, transport=network, snapshot_chunk_rows=2)
-    await a.attach()
-    await b.attach()
+    user, a, b = await two_devices(
+        harness, a_options={"upload_limit": 2},
+        b_options={"transport": network, "snapshot_chunk_rows": 2},
+    )
     await a.execute_many(
         (INSERT_USER, (new_id().bytes, f"User {i}", f"user{i}@example.com")) for i in range(5)
     )
@@ -392,12 +366,10 @@ async def test_chunked_hydrate_keeps_children_whose_parents_are_in_other_chunks(
     harness: Harness,
 ) -> None:
     """TestEndToEnd_LargeFKConnectedHydrateUsesChunkedSnapshot."""
-    user = new_user()
-    a = await harness.device("a", user=user)
     network = LossyTransport()
-    b = await harness.device("b", user=user, transport=network, snapshot_chunk_rows=10)
-    await a.attach()
-    await b.attach()
+    _user, a, b = await two_devices(
+        harness, b_options={"transport": network, "snapshot_chunk_rows": 10}
+    )
     statements: list[tuple[str, tuple[Any, ...]]] = []
     for i in range(3):
         author = new_id()
@@ -431,14 +403,10 @@ def _snapshot_chunk_gets(network: LossyTransport) -> int:
 
 async def test_failed_chunked_rebuild_is_redone_from_a_new_session(harness: Harness) -> None:
     """TestEndToEnd_RebuildRetryClearsStaleStageAndStartsNewSession."""
-    user = new_user()
-    a = await harness.device("a", user=user)
     faults = FaultTransport()
-    b = await harness.device(
-        "b", user=user, transport=faults, retry=NO_RETRY, snapshot_chunk_rows=1
+    _user, a, b = await two_devices(
+        harness, b_options={"transport": faults, "retry": NO_RETRY, "snapshot_chunk_rows": 1}
     )
-    await a.attach()
-    await b.attach()
     rows = {await add_user(a, f"User{i}") for i in range(3)}
     await a.c.push_pending()
     # The first chunk of the rebuild arrives, every later one is lost.
