@@ -58,7 +58,9 @@ __all__ = [
     "wire_key",
     "wire_key_codec",
     "wire_payload_decoder",
+    "wire_payload_struct_decoder",
     "wire_payload_to_values",
+    "wire_text_key_prefix",
 ]
 
 #: A value bound to SQLite.
@@ -192,6 +194,19 @@ def wire_key_codec(info: TableInfo) -> Callable[[Mapping[str, Any]], tuple[str, 
         return local_pk, prefix + _json_string_fast(local_pk) + "}"
 
     return codec
+
+
+def wire_text_key_prefix(info: TableInfo) -> str | None:
+    """``'{"<key member>":"'`` for inlining :func:`wire_key_codec` in a hot loop, else ``None``.
+
+    For a text key (not BLOB) whose member name needs no escaping, a wire key value ``v`` that is
+    a ``str`` needing no escaping either (printable, no ``"`` or ``\\``) has the local PK ``v``
+    and the ``key_json`` ``prefix + v + '"}'``; every other value must go through the codec.
+    """
+    name = info.key_json_name
+    if info.blob_key or _json_string_fast(name) != '"' + name + '"':
+        return None
+    return '{"' + name + '":"'
 
 
 def key_json_decoder(info: TableInfo) -> Callable[[str], str]:
@@ -474,6 +489,17 @@ def wire_payload_decoder(
     Looks the table's decoder up once instead of once per row (bulk apply loops).
     """
     return _payload_plan(info).values
+
+
+def wire_payload_struct_decoder(info: TableInfo) -> Callable[[msgspec.Raw], Any] | None:
+    """For inlining :func:`wire_payload_decoder` on ``msgspec.Raw`` payloads in a hot loop.
+
+    ``msgspec.structs.astuple(decode(raw))`` are then the SQL values; a ``msgspec.DecodeError``
+    means the payload must go through the decoder instead (which converts it or raises the
+    exact error). ``None`` for a table with BLOB columns, whose values need converting.
+    """
+    plan = _payload_plan(info)
+    return None if plan.blobs else plan.decode
 
 
 def wire_payload_to_values(

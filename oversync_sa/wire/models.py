@@ -251,8 +251,14 @@ class PushSessionCommitResponse(_Always, kw_only=True):
 # ---------------------------------------------------------------------- bundles and pull
 
 
-class BundleRow(_OmitEmpty, kw_only=True):
-    """One committed row; ``payload`` is absent (empty ``Raw``) for DELETE."""
+class BundleRow(_OmitEmpty, kw_only=True, gc=False):
+    """One committed row; ``payload`` is absent (empty ``Raw``) for DELETE.
+
+    Untracked by the cycle collector (its members cannot form a cycle): a pulled page holds
+    thousands of rows for as long as its bundles take to apply, long enough to be promoted to
+    the oldest generation, where tracked rows would trigger a full collection of the whole
+    process every few pages.
+    """
 
     schema: str
     table: str
