@@ -46,6 +46,7 @@ __all__ = [
     "OutboxRow",
     "OutboxState",
     "discard_outbox",
+    "drop_outbox_rows",
     "freeze_outbox",
     "load_outbox",
     "mark_committed_remote",
@@ -384,6 +385,24 @@ def _managed_table(managed: ManagedSchema, schema: str, table: str) -> TableInfo
     return info
 
 
+async def _insert_rows(
+    conn: AsyncConnection, source_bundle_id: int, rows: Sequence[OutboxRow]
+) -> None:
+    await conn.exec_driver_sql(
+        "INSERT INTO _sync_outbox_rows (source_bundle_id, row_ordinal, schema_name, table_name,"
+        " key_json, wire_key_json, op, base_row_version, local_payload, wire_payload)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                source_bundle_id, r.row_ordinal, r.schema, r.table, r.key_json,
+                canonical_json(r.wire_key).decode("utf-8"), r.op.value, r.base_row_version,
+                r.local_payload, r.wire_payload,
+            )
+            for r in rows
+        ],
+    )
+
+
 async def _write_bundle(conn: AsyncConnection, bundle: OutboxBundle) -> None:
     await conn.exec_driver_sql(
         "UPDATE _sync_outbox_bundle SET state = ?, source_id = ?, source_bundle_id = ?,"
@@ -394,19 +413,7 @@ async def _write_bundle(conn: AsyncConnection, bundle: OutboxBundle) -> None:
             bundle.canonical_request_hash, bundle.row_count, bundle.initialization_id,
         ),
     )
-    await conn.exec_driver_sql(
-        "INSERT INTO _sync_outbox_rows (source_bundle_id, row_ordinal, schema_name, table_name,"
-        " key_json, wire_key_json, op, base_row_version, local_payload, wire_payload)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                bundle.source_bundle_id, r.row_ordinal, r.schema, r.table, r.key_json,
-                canonical_json(r.wire_key).decode("utf-8"), r.op.value, r.base_row_version,
-                r.local_payload, r.wire_payload,
-            )
-            for r in bundle.rows
-        ],
-    )
+    await _insert_rows(conn, bundle.source_bundle_id, bundle.rows)
     # Set-based: consume exactly the dirty rows that were just frozen.
     await conn.exec_driver_sql(
         "DELETE FROM _sync_dirty_rows WHERE EXISTS (SELECT 1 FROM _sync_outbox_rows AS o"
@@ -451,6 +458,37 @@ async def discard_outbox(conn: AsyncConnection, source_bundle_id: int) -> None:
         " canonical_request_hash = '', row_count = 0, initialization_id = '',"
         " remote_bundle_hash = '', remote_bundle_seq = 0 WHERE singleton_key = 1"
     )
+
+
+async def drop_outbox_rows(
+    conn: AsyncConnection, bundle: OutboxBundle, ordinals: Collection[int]
+) -> int:
+    """Remove the frozen rows at ``ordinals``; returns how many rows the outbox keeps.
+
+    Only for a bundle no server has accepted under its current tuple (the rotated rebuild
+    re-addresses it as a new source's first bundle): the kept rows stay in upload order with
+    their ops, bases and payloads, re-numbered from 0, and the bookkeeping hash follows them.
+    Dropping every row discards the outbox. Dirty rows are not touched.
+    """
+    kept = tuple(
+        _with_ordinal(row, ordinal)
+        for ordinal, row in enumerate(r for r in bundle.rows if r.row_ordinal not in ordinals)
+    )
+    if len(kept) == bundle.row_count:
+        return len(kept)
+    if not kept:
+        await discard_outbox(conn, bundle.source_bundle_id)
+        return 0
+    await conn.exec_driver_sql(
+        "DELETE FROM _sync_outbox_rows WHERE source_bundle_id = ?", (bundle.source_bundle_id,)
+    )
+    await _insert_rows(conn, bundle.source_bundle_id, kept)
+    await conn.exec_driver_sql(
+        "UPDATE _sync_outbox_bundle SET canonical_request_hash = ?, row_count = ?"
+        " WHERE singleton_key = 1",
+        (_request_hash(kept), len(kept)),
+    )
+    return len(kept)
 
 
 async def retarget_outbox(conn: AsyncConnection, source_id: str) -> None:

@@ -70,6 +70,7 @@ __all__ = [
     "replay_equivalent",
     "reset_push_stage",
     "stage_committed_page",
+    "stored_as",
     "verify_staged_bundle",
     "write_row_states",
 ]
@@ -573,6 +574,15 @@ def _wall_clock(text: str) -> tuple[datetime, int, bool] | None:
     return clock, int((match.group(7) or "").ljust(9, "0")), match.group(8) is not None
 
 
+def stored_as(sent: str, committed: str) -> bool:
+    """Whether the server may have stored the wire payload text ``sent`` as ``committed``.
+
+    The ``already_committed`` proof's payload comparison (:func:`_stored_as`), for the rotated
+    rebuild's check of which frozen rows a snapshot already contains.
+    """
+    return _stored_as(_decode_json(sent), _decode_json(committed))
+
+
 def _stored_as(sent: Any, committed: Any) -> bool:
     """Whether the server may have stored ``sent`` (our frozen payload) as ``committed``.
 
@@ -583,7 +593,8 @@ def _stored_as(sent: Any, committed: Any) -> bool:
     is unchanged either way. Go fails closed there (§5.3: a naive text never equals a zoned
     one); this client moves a mismatching outbox to a fresh source and pushes it again, so a
     false mismatch re-sends our committed rows over later edits of other writers. Only the
-    ``already_committed`` proof uses this.
+    ``already_committed`` proof and the rotated rebuild's "already in the snapshot" check
+    (:func:`stored_as`) use this.
     """
     if isinstance(sent, str) and isinstance(committed, str):
         if replay_equivalent(sent, committed):

@@ -14,9 +14,37 @@ Entry points:
 * :func:`rebuild_after_pruned_replay` - the push's committed-but-pruned path (§8.5);
 * :func:`finalize_remote_replace` - the ``remote_authoritative`` attach (§8.4).
 
-Difference from Go: the remote replace writes the target attachment and applies the stage in
+Differences from Go: the remote replace writes the target attachment and applies the stage in
 the same transaction (§8.4 steps 2-3), so a failed apply keeps the recorded stage and the next
-``attach`` finishes offline instead of re-downloading.
+``attach`` finishes offline instead of re-downloading. And pending edits survive the snapshots
+that happen while the user may have unsent changes (below).
+
+Carried dirty rows
+------------------
+The rotated rebuild of source recovery (§8.3) and the pruned-replay rebuild (§8.5) run with
+``_sync_dirty_rows`` possibly non-empty: edits made while a push was stuck. Go refuses the first
+(a dead end: push, pull and app writes are refused too, §12.42) and wipes them in the second.
+Here both swaps re-apply each dirty row's local intent (upsert its after-image, or delete) over
+the snapshot - after the preserved outbox, since the edits came later - and keep the dirty rows
+queued, so the next push uploads them after the outbox. Their ``base_row_version`` is decided
+like the outbox's, which keeps its captured bases (§8.1.1 step 6):
+
+* An edit of a key outside the outbox keeps the base it was captured against. Nothing of ours
+  touched that row since (the outbox holds every unreplayed write of this device), so the base
+  equals the snapshot's version unless another writer changed the row meanwhile - and then the
+  push conflicts and the resolver decides, as for any offline edit. Re-basing on the snapshot
+  would instead overwrite that writer's change unseen.
+* An edit of a key inside the outbox was made on top of the frozen intent. When the snapshot
+  already shows that intent (the bundle was committed: a lost commit reply, then pruned
+  history), the frozen row leaves the outbox - pushed again it would only conflict with our
+  own write - and the edit is based on the snapshot's version of the row, as the replay of the
+  bundle would have done (§5.5). Otherwise the frozen row is pushed first, and its replay or
+  its conflict resolution re-bases the edit as on the ordinary path.
+
+Edits that break a local constraint next to the server's rows are dropped, logged, rather
+than failing the swap forever (:func:`_swap_without_edits`). The keep-source ``rebuild()`` and
+the pull's switch to a snapshot still require no dirty rows (§8.2): without a stuck outbox
+there is nothing in the way of pushing them first.
 """
 
 from __future__ import annotations
@@ -55,12 +83,15 @@ from oversync_sa.client.errors import (
 )
 from oversync_sa.client.lease import restore_dirty_rows, take_dirty_rows
 from oversync_sa.client.local_schema import SYNC_TIMESTAMP_SQL, fetch_all
+from oversync_sa.client.outbox import OutboxBundle, OutboxRow, drop_outbox_rows, load_outbox
+from oversync_sa.client.replay import stored_as
 from oversync_sa.client.results import RemoteSyncOutcome, RemoteSyncReport, RestoreSummary
 from oversync_sa.client.runtime import ClientRuntime
 from oversync_sa.client.state import (
     BindingState,
     OperationKind,
     OperationState,
+    OutboxState,
     clear_managed_tables,
     count_dirty_rows,
     count_outbox_rows,
@@ -120,8 +151,12 @@ class _SwapOptions:
 
     new_source_id: str = ""
     preserve_outbox: bool = False
-    #: Re-apply and keep the dirty rows (a lost seed's, ``lease`` module) over the snapshot.
+    #: Re-apply and keep the dirty rows over the snapshot (module docstring, "Carried dirty
+    #: rows"): a lost seed's (``lease`` module), a rotation's, a pruned replay's.
     preserve_dirty: bool = False
+    #: Compare the outbox with the snapshot first (:func:`_settled_outbox_rows`): settled rows
+    #: leave a preserved outbox, and carried edits of their keys are based on the snapshot.
+    settle_outbox: bool = False
     clear_source_recovery: bool = False
     advance_source_bundle_floor: int = 0
 
@@ -313,6 +348,73 @@ async def _reapply_outbox(runtime: ClientRuntime, conn: AsyncConnection) -> None
             )
 
 
+async def _settled_outbox_rows(
+    conn: AsyncConnection, session: _Session, bundle: OutboxBundle
+) -> list[OutboxRow]:
+    """The frozen rows whose intent this snapshot already shows.
+
+    That is the same after-image as the server stores it (compared like the
+    ``already_committed`` proof, which tolerates the server's normalisation), or no row for a
+    DELETE - or, for a bundle the server confirmed (``committed_remote``), a row whose version
+    is that bundle's. Such a row has nothing left to say: the server holds exactly what it
+    asked for, typically because the bundle *was* committed - a lost commit reply before
+    ``history_pruned`` on push create, or §8.5's committed bundle whose rows were pruned before
+    the replay. Reads the stage and the outbox, so it runs before the managed tables are
+    cleared.
+    """
+    ours = bundle.remote_bundle_seq if bundle.state is OutboxState.COMMITTED_REMOTE else 0
+    # One pass over the stage; SQLite indexes the (small) outbox side of the join itself.
+    staged = {
+        (str(t), str(k)): (str(p), int(v))
+        for t, k, p, v in await fetch_all(
+            conn,
+            "SELECT s.table_name, s.key_json, s.payload, s.row_version"
+            " FROM _sync_snapshot_stage AS s JOIN _sync_outbox_rows AS o"
+            " ON o.schema_name = s.schema_name AND o.table_name = s.table_name"
+            " AND o.key_json = s.key_json WHERE s.snapshot_id = ?",
+            (session.snapshot_id,),
+        )
+    }
+    settled = []
+    for row in bundle.rows:
+        server = staged.get((row.table, row.key_json))
+        if row.wire_payload is None:
+            done = server is None
+        else:
+            done = server is not None and (
+                server[1] == ours or stored_as(row.wire_payload, server[0])
+            )
+        if done:
+            settled.append(row)
+    return settled
+
+
+async def _rebase_settled(
+    runtime: ClientRuntime, conn: AsyncConnection, settled: list[OutboxRow]
+) -> None:
+    """Base the carried dirty rows of settled outbox keys on the snapshot's version of the row.
+
+    Such an edit was made on top of the frozen intent, which the snapshot shows is the server's
+    current row: pushing it on the snapshot's version is what the replay of that bundle would
+    have done (§5.5 rebase). Left on its captured base (older than our own write), it would
+    conflict with our own bundle, and a server-wins resolver would discard the edit. A settled
+    DELETE has no snapshot row, so an edit re-inserting the key keeps its captured base: a
+    snapshot carries no tombstone versions, and the resolver decides that conflict.
+    """
+    await conn.exec_driver_sql(
+        "UPDATE _sync_dirty_rows SET base_row_version = (SELECT r.row_version"
+        " FROM _sync_row_state AS r WHERE r.schema_name = _sync_dirty_rows.schema_name"
+        " AND r.table_name = _sync_dirty_rows.table_name"
+        " AND r.key_json = _sync_dirty_rows.key_json)"
+        " WHERE schema_name = ? AND table_name = ? AND key_json = ?"
+        " AND EXISTS (SELECT 1 FROM _sync_row_state AS r"
+        " WHERE r.schema_name = _sync_dirty_rows.schema_name"
+        " AND r.table_name = _sync_dirty_rows.table_name"
+        " AND r.key_json = _sync_dirty_rows.key_json AND r.deleted = 0)",
+        [(runtime.schema, r.table, r.key_json) for r in settled],
+    )
+
+
 async def _retarget_source(
     runtime: ClientRuntime, conn: AsyncConnection, new_source_id: str
 ) -> None:
@@ -362,6 +464,8 @@ async def _swap(
         raise AttachRequiredError("Rebuild()")
     await set_apply_mode(conn, True)
     carried = await take_dirty_rows(conn) if options.preserve_dirty else []
+    bundle = await load_outbox(conn) if options.settle_outbox else None
+    settled = [] if bundle is None else await _settled_outbox_rows(conn, session, bundle)
     await clear_managed_tables(
         conn, runtime.schema, (t.name for t in runtime.managed.tables),
         preserve_outbox=options.preserve_outbox,
@@ -373,8 +477,15 @@ async def _swap(
             "snapshot_apply", f"applied {applied} staged rows, snapshot has {session.row_count}"
         )
     if options.preserve_outbox:
+        if bundle is not None and settled:
+            # Re-pushed verbatim, a settled row would only conflict with our own write.
+            kept = await drop_outbox_rows(conn, bundle, {r.row_ordinal for r in settled})
+            _log.info("%d outbox rows are already in the snapshot; %d remain to push",
+                      len(settled), kept)
         await _reapply_outbox(runtime, conn)
     await restore_dirty_rows(conn, runtime.managed, carried)
+    if carried and settled:
+        await _rebase_settled(runtime, conn, settled)
     target = runtime.source_id
     if options.new_source_id:
         await _retarget_source(runtime, conn, options.new_source_id)
@@ -436,8 +547,13 @@ async def _rebuild_from_snapshot(
         session = await _create_session(runtime, None)
     try:
         await _download(runtime, session, progress)
-        async with runtime.transaction() as conn:
-            await _swap(runtime, conn, session, options)
+        try:
+            async with runtime.transaction() as conn:
+                await _swap(runtime, conn, session, options)
+        except IntegrityError as exc:
+            if not options.preserve_dirty:
+                raise
+            await _swap_without_edits(runtime, session, options, exc)
     finally:
         await runtime.transport.delete_snapshot_session(session.snapshot_id)
     if options.new_source_id:
@@ -450,6 +566,30 @@ async def _rebuild_from_snapshot(
                "bundle_seq": session.bundle_seq, "rows": session.row_count},
     )
     return RestoreSummary(bundle_seq=session.bundle_seq, row_count=session.row_count)
+
+
+async def _swap_without_edits(
+    runtime: ClientRuntime, session: _Session, options: _SwapOptions, error: IntegrityError
+) -> None:
+    """The carried edits break a local constraint next to the server's rows: swap without them.
+
+    E.g. a post written offline under a user another device has deleted since. Such an edit
+    could never be pushed either, and keeping the swap failing would leave source recovery (or
+    ``rebuild_required``) with pending rows that no operation accepts - the dead end the carry
+    exists to avoid. So the swap is redone without them (Go's behaviour, where a pruned replay
+    always discards them), and each discarded edit is logged. The swap above rolled back, so
+    the stage and the dirty rows are as before it.
+    """
+    async with runtime.transaction() as conn:
+        dropped = await fetch_all(
+            conn, "SELECT table_name, key_json, op FROM _sync_dirty_rows ORDER BY dirty_ordinal"
+        )
+        await _swap(runtime, conn, session, replace(options, preserve_dirty=False))
+    for table, key_json, op in dropped:
+        _log.warning("discarded pending %s of %s %s: it does not fit next to the server's rows",
+                     op, table, key_json, extra={"user": runtime.user_id})
+    _log.warning("snapshot applied without %d pending edits (%s)", len(dropped), error.orig,
+                 extra={"user": runtime.user_id, "rows": len(dropped)})
 
 
 async def _snapshot_report(runtime: ClientRuntime, restore: RestoreSummary) -> RemoteSyncReport:
@@ -473,10 +613,10 @@ async def rebuild(
     async with runtime.transaction() as conn:
         await ensure_connected(runtime, conn, "Rebuild()")
         operation = await load_operation(conn)
-        dirty = await count_dirty_rows(conn)
-        if dirty:
-            raise DirtyStateRejectedError(dirty)
         if operation.kind is OperationKind.SOURCE_RECOVERY:
+            # Dirty rows are carried through the rotation (module docstring, "Carried dirty
+            # rows"): Go refuses them here while push, pull and app writes are refused too,
+            # which leaves no way out of recovery (CLIENT.md §12.42).
             new_source = operation.replacement_source_id
             if not new_source:
                 # Persist the reservation so a failed rotation retries with the same id.
@@ -484,6 +624,9 @@ async def rebuild(
                 await ensure_source(conn, new_source)
                 await save_operation(conn, replace(operation, replacement_source_id=new_source))
         else:
+            dirty = await count_dirty_rows(conn)
+            if dirty:
+                raise DirtyStateRejectedError(dirty)
             outbound = await count_outbox_rows(conn)
             if outbound:
                 raise PendingPushReplayError(outbound)
@@ -498,7 +641,8 @@ async def rebuild(
     if operation.kind is not OperationKind.SOURCE_RECOVERY:
         return await rebuild_keep_source(runtime, progress)
     options = _SwapOptions(
-        new_source_id=new_source, preserve_outbox=True, clear_source_recovery=True
+        new_source_id=new_source, preserve_outbox=True, preserve_dirty=True,
+        settle_outbox=True, clear_source_recovery=True,
     )
     restore = await _rebuild_from_snapshot(runtime, options, progress, reason=operation.reason)
     return await _snapshot_report(runtime, restore)
@@ -513,7 +657,10 @@ async def rebuild_after_pruned_replay(
     source's next bundle id to at least ``source_bundle_id + 1``. For the push module.
     """
     return await _rebuild_from_snapshot(
-        runtime, _SwapOptions(advance_source_bundle_floor=source_bundle_id + 1), None
+        runtime,
+        _SwapOptions(advance_source_bundle_floor=source_bundle_id + 1, preserve_dirty=True,
+                     settle_outbox=True),
+        None,
     )
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -189,6 +190,14 @@ class Op:
                 f"blob={self.blob!r}, number={self.number}, real={self.real!r})")
 
 
+_PRINTF = sqlite3.connect(":memory:", check_same_thread=False)
+
+
+def _sqlite_prints_exactly(x: float) -> bool:
+    text = _PRINTF.execute("SELECT printf('%!.17g', ?)", (x,)).fetchone()[0]
+    return float(text) == x
+
+
 ops = st.builds(
     Op,
     kind=st.sampled_from(KINDS),
@@ -202,10 +211,14 @@ ops = st.builds(
     # Rounded to 15 significant digits: trigger capture is lossy beyond that (CLIENT.md
     # §12.38; see test_property_typed_values.py, an xfail); this test is about convergence.
     # Rounding can overflow (1.7976931348623157e308 -> "1.79769313486232e+308" -> inf), and a
-    # non-finite REAL is not syncable at all, so those are dropped after the rounding.
+    # non-finite REAL is not syncable at all, so those are dropped after the rounding. The
+    # capture renders REAL with SQLite's printf('%!.17g'), which is inexact for some huge
+    # doubles even with 15 digits (-1.14642198652625e+302 is captured as
+    # -1.1464219865262499e+302): that residual is test_property_typed_values.py's strict xfail,
+    # so those are dropped too.
     real=st.none() | st.floats(allow_nan=False, allow_infinity=False).map(
         lambda x: float(f"{x:.15g}")
-    ).filter(math.isfinite),
+    ).filter(math.isfinite).filter(lambda x: _sqlite_prints_exactly(x)),
 )
 scripts = st.lists(ops, min_size=PROFILE.min_ops, max_size=PROFILE.max_ops)
 
