@@ -601,8 +601,13 @@ async def _snapshot_report(runtime: ClientRuntime, restore: RestoreSummary) -> R
 async def rebuild_keep_source(
     runtime: ClientRuntime, progress: ProgressCallback | None = None
 ) -> RemoteSyncReport:
-    """Keep-source rebuild without precondition checks (the caller has done them)."""
-    restore = await _rebuild_from_snapshot(runtime, _SwapOptions(), progress)
+    """Keep-source rebuild without precondition checks (the caller has done them).
+
+    The caller found no dirty rows, but the application may write while the chunks download
+    (only ``remote_replace`` and source recovery guard the tables); those rows are carried
+    over the snapshot like a rotated rebuild's, or the swap's clear would delete them.
+    """
+    restore = await _rebuild_from_snapshot(runtime, _SwapOptions(preserve_dirty=True), progress)
     return await _snapshot_report(runtime, restore)
 
 
