@@ -65,9 +65,11 @@ from oversync_sa.client.encoding import (
     WirePayload,
     delete_sql,
     key_json_decoder,
+    key_json_sql,
     local_payload_to_wire,
     local_pk_from_key_json,
     local_pk_to_sql,
+    quote_identifier,
     upsert_sql,
     wire_key_codec,
     wire_payload_decoder,
@@ -568,28 +570,147 @@ async def _rebuild_from_snapshot(
     return RestoreSummary(bundle_seq=session.bundle_seq, row_count=session.row_count)
 
 
+#: Rounds of "find the carried edits that break a foreign key, swap without them" before the
+#: swap gives up on every carried edit (each round removes at least one offender).
+_OFFENDER_ROUNDS: Final = 3
+
+
+class _Probe(Exception):
+    """Internal: rolls back the probing swap once its foreign-key violations are read."""
+
+
 async def _swap_without_edits(
     runtime: ClientRuntime, session: _Session, options: _SwapOptions, error: IntegrityError
 ) -> None:
-    """The carried edits break a local constraint next to the server's rows: swap without them.
+    """Some carried edits break a local constraint next to the server's rows: swap without them.
 
     E.g. a post written offline under a user another device has deleted since. Such an edit
     could never be pushed either, and keeping the swap failing would leave source recovery (or
     ``rebuild_required``) with pending rows that no operation accepts - the dead end the carry
-    exists to avoid. So the swap is redone without them (Go's behaviour, where a pruned replay
-    always discards them), and each discarded edit is logged. The swap above rolled back, so
-    the stage and the dirty rows are as before it.
+    exists to avoid. The swap is tried in a transaction that is rolled back, SQLite names the
+    rows that break a foreign key, and the carried edits behind them (the child's own edit, or
+    the deletion of its parent) are left out; the other edits are kept. Only if that does not
+    settle it is the swap redone without any carried edit (Go's behaviour, where a pruned
+    replay always discards them). Each discarded edit is logged. The failed swaps rolled back,
+    so the stage and the dirty rows are as before them.
     """
+    excluded: list[tuple[str, str, str]] = []
+    for _ in range(_OFFENDER_ROUNDS):
+        found = await _offending_edits(runtime, session, options, excluded)
+        fresh = [edit for edit in found if edit not in excluded]
+        if not fresh:
+            break
+        excluded.extend(fresh)
+        try:
+            async with runtime.transaction() as conn:
+                await _drop_dirty(conn, excluded)
+                await _swap(runtime, conn, session, options)
+        except IntegrityError as again:
+            error = again
+            continue
+        _log_discarded(runtime, excluded, error)
+        return
     async with runtime.transaction() as conn:
-        dropped = await fetch_all(
-            conn, "SELECT table_name, key_json, op FROM _sync_dirty_rows ORDER BY dirty_ordinal"
-        )
+        every = [
+            (str(t), str(k), str(o)) for t, k, o in await fetch_all(
+                conn, "SELECT table_name, key_json, op FROM _sync_dirty_rows"
+                " ORDER BY dirty_ordinal",
+            )
+        ]
         await _swap(runtime, conn, session, replace(options, preserve_dirty=False))
+    _log_discarded(runtime, every, error)
+
+
+def _log_discarded(
+    runtime: ClientRuntime, dropped: list[tuple[str, str, str]], error: IntegrityError
+) -> None:
     for table, key_json, op in dropped:
         _log.warning("discarded pending %s of %s %s: it does not fit next to the server's rows",
                      op, table, key_json, extra={"user": runtime.user_id})
     _log.warning("snapshot applied without %d pending edits (%s)", len(dropped), error.orig,
                  extra={"user": runtime.user_id, "rows": len(dropped)})
+
+
+async def _drop_dirty(conn: AsyncConnection, edits: list[tuple[str, str, str]]) -> None:
+    await conn.exec_driver_sql(
+        "DELETE FROM _sync_dirty_rows WHERE table_name = ? AND key_json = ?",
+        [(table, key_json) for table, key_json, _ in edits],
+    )
+
+
+async def _offending_edits(
+    runtime: ClientRuntime, session: _Session, options: _SwapOptions,
+    excluded: list[tuple[str, str, str]],
+) -> list[tuple[str, str, str]]:
+    """The carried edits behind the foreign-key violations of a swap without ``excluded``,
+    found by trying it."""
+    found: list[tuple[str, str, str]] = []
+    try:
+        async with runtime.transaction() as conn:
+            if excluded:
+                await _drop_dirty(conn, excluded)
+            carried = {
+                (str(t), str(k)): str(o) for t, k, o in await fetch_all(
+                    conn, "SELECT table_name, key_json, op FROM _sync_dirty_rows"
+                )
+            }
+            await _swap(runtime, conn, session, options)
+            for table, rowid, parent, fkid in await fetch_all(conn, "PRAGMA foreign_key_check"):
+                edit = await _edit_behind(
+                    runtime, conn, carried, str(table), rowid, str(parent), int(fkid)
+                )
+                if edit is not None and edit not in found:
+                    found.append(edit)
+            raise _Probe
+    except _Probe:
+        pass
+    return found
+
+
+async def _edit_behind(
+    runtime: ClientRuntime, conn: AsyncConnection, carried: Mapping[tuple[str, str], str],
+    table: str, rowid: Any, parent: str, fkid: int,
+) -> tuple[str, str, str] | None:
+    """The carried edit that made row ``rowid`` of ``table`` break foreign key ``fkid``."""
+    managed = runtime.managed
+    try:
+        child = managed.table(table)
+    except KeyError:
+        return None
+    if rowid is None:  # a WITHOUT ROWID table: the row cannot be addressed, give up
+        return None
+    quoted = quote_identifier(child.name)
+    rows = await fetch_all(
+        conn, f"SELECT {key_json_sql(child, quoted)} FROM {quoted} WHERE rowid = ?", (rowid,)
+    )
+    if rows and (child.name, str(rows[0][0])) in carried:
+        key = str(rows[0][0])
+        return child.name, key, carried[(child.name, key)]
+    # A server row the snapshot brought is left without its parent: a carried deletion (or
+    # re-keying) of that parent is to blame.
+    columns = [
+        (str(r[3]), r[4]) for r in await fetch_all(
+            conn, f"PRAGMA foreign_key_list({quoted})"
+        ) if int(r[0]) == fkid
+    ]
+    try:
+        parent_info = managed.table(parent)
+    except KeyError:
+        return None
+    if len(columns) != 1 or (columns[0][1] or parent_info.key_column) != parent_info.key_column:
+        return None
+    values = await fetch_all(
+        conn, f"SELECT {quote_identifier(columns[0][0])} FROM {quoted} WHERE rowid = ?", (rowid,)
+    )
+    if not values:
+        return None
+    for (table_name, key_json), op in carried.items():
+        if table_name.lower() != parent_info.name.lower() or op != "DELETE":
+            continue
+        pk = local_pk_to_sql(parent_info, local_pk_from_key_json(parent_info, key_json))
+        if pk == values[0][0]:
+            return table_name, key_json, op
+    return None
 
 
 async def _snapshot_report(runtime: ClientRuntime, restore: RestoreSummary) -> RemoteSyncReport:

@@ -365,7 +365,8 @@ async def test_edits_that_break_a_foreign_key_do_not_block_the_pruned_replay(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A post written offline under a user another device deleted cannot stand next to the
-    snapshot; the rebuild drops the pending edits (logged) rather than failing forever."""
+    snapshot; the rebuild drops that edit (logged) rather than failing forever, and keeps the
+    other pending edits."""
     scene = await synced_scene(harness)
     device = scene.device
     scene.mine = await add_user(device, "Mine")
@@ -375,6 +376,7 @@ async def test_edits_that_break_a_foreign_key_do_not_block_the_pruned_replay(
         await device.c.sync()
     post = uuid.uuid4()
     await device.execute(INSERT_POST, (post.bytes, "T", "C", scene.gone.bytes))
+    kept = await add_user(device, "Kept")
     await scene.peer.c.sync()
     await scene.peer.execute(DELETE_USER, (scene.gone.bytes,))
     assert (await scene.peer.c.sync()).push_outcome is PushOutcome.COMMITTED
@@ -384,9 +386,12 @@ async def test_edits_that_break_a_foreign_key_do_not_block_the_pruned_replay(
     assert (await device.c.push_pending()).outcome is PushOutcome.COMMITTED
 
     assert "discarded pending INSERT of posts" in caplog.text
+    assert "snapshot applied without 1 pending edits" in caplog.text
     assert not (await device.c.source_info()).rebuild_required
-    assert await device.dirty_count() == await device.outbox_count() == 0
+    assert await device.outbox_count() == 0
+    assert await device.dirty_count() == 1  # "Kept", carried over the snapshot
     assert await device.ids("posts") == set()
+    scene.expected[kept] = "Kept"
     assert await names(device) == scene.expected
     # Not wedged: the device syncs and writes on.
     later = await add_user(device, "Later")
