@@ -42,6 +42,7 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
                 host=settings.host,
                 port=settings.port,
                 log_config=None,
+                access_log=settings.access_log,
                 timeout_keep_alive=60,
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
             )

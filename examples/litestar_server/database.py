@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,6 +17,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from examples.business_models import BusinessBase
@@ -32,6 +35,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+#: A pooled connection idle longer than this is pinged at checkout (pgxpool's default rule).
+IDLE_PING_SECONDS = 1.0
 
 
 @asynccontextmanager
@@ -88,16 +94,40 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
     pgx's ``MinConns`` are the connections kept open and ``MaxConns`` the ceiling; in
     SQLAlchemy terms that is ``pool_size`` plus ``max_overflow``. Sessions run in UTC so that
     timestamps rendered by PostgreSQL are stable (SERVER.md §11.18).
+
+    Liveness checks follow pgx's pool too: only a connection idle for more than
+    :data:`IDLE_PING_SECONDS` is pinged before use. ``pool_pre_ping`` would ping on every
+    checkout, which for asyncpg is three round trips (``BEGIN``, ping, ``ROLLBACK``) per request.
     """
     sa_url, connect_args = _asyncpg_url(url)
     pool_size = max(settings.pool_min_conns, 1)
-    return create_async_engine(
+    engine = create_async_engine(
         sa_url,
         pool_size=pool_size,
         max_overflow=settings.pool_max_conns - pool_size,
-        pool_pre_ping=True,
         connect_args={**connect_args, "server_settings": {"timezone": "UTC"}},
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since <= IDLE_PING_SECONDS:
+            return
+        try:
+            sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out a fresh one.
+            raise DisconnectionError("idle pooled connection failed its ping") from exc
 
 
 def _asyncpg_url(url: str) -> tuple[str, dict[str, Any]]:

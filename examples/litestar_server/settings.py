@@ -37,6 +37,9 @@ class Settings:
     log_stage_timings: bool = False
     #: ``OVERSYNC_METRICS``: Prometheus metrics on ``GET /metrics`` (needs ``[metrics]``).
     metrics: bool = False
+    #: ``OVERSYNC_ACCESS_LOG``: uvicorn's per-request access log. Off by default, like the Go
+    #: example's request logging on the sync routes; a log line per request costs CPU.
+    access_log: bool = False
     host: str = "0.0.0.0"
     port: int = 8080
     business_schema: str = "business"
@@ -45,7 +48,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Read the variables of go-oversync's example plus ``PORT``/``HOST``/``OVERSYNC_METRICS``.
+        """Go-oversync's example variables, ``PORT``/``HOST`` and the ``OVERSYNC_*`` extras.
 
         Raises :class:`SettingsError` for malformed numbers or pool bounds (max >= 1,
         0 <= min <= max), as the Go example refuses to start on them.
@@ -73,6 +76,7 @@ class Settings:
             log_stage_timings=env.get("OVERSYNC_LOG_STAGE_TIMINGS", "").strip().lower()
             in _TRUE_WORDS,
             metrics=env.get("OVERSYNC_METRICS", "").strip().lower() in _TRUE_WORDS,
+            access_log=env.get("OVERSYNC_ACCESS_LOG", "").strip().lower() in _TRUE_WORDS,
             host=env.get("HOST", "").strip() or "0.0.0.0",
             port=port,
         )

@@ -39,8 +39,22 @@ _SETTINGS: Final = (
 _READ_SQL: Final = text(
     "SELECT " + ", ".join(f"COALESCE(current_setting('{n}', true), '')" for n in _SETTINGS)
 )
+# Read and install in one round trip: the current values come back for the clash message, and
+# the settings are written only when none clashes (an empty value never clashes), which is the
+# rule set_bundle_context applies in Python to the returned values. MATERIALIZED reads them
+# before any set_config runs.
 _SET_SQL: Final = text(
-    "SELECT " + ", ".join(f"set_config('{n}', :v{i}, true)" for i, n in enumerate(_SETTINGS))
+    "WITH cur AS MATERIALIZED (SELECT "
+    + ", ".join(
+        f"COALESCE(current_setting('{n}', true), '') AS c{i}" for i, n in enumerate(_SETTINGS)
+    )
+    + ") SELECT "
+    + ", ".join(f"c{i}" for i in range(len(_SETTINGS)))
+    + ", CASE WHEN "
+    + " AND ".join(f"(c{i} = '' OR c{i} = :v{i})" for i in range(len(_SETTINGS)))
+    + " THEN concat("
+    + ", ".join(f"set_config('{n}', :v{i}, true)" for i, n in enumerate(_SETTINGS))
+    + ") END FROM cur"
 )
 
 
@@ -81,8 +95,9 @@ async def set_bundle_context(conn: AsyncConnection, context: BundleContext) -> N
     new one raises :class:`BundleContextConflictError` and changes nothing, so one transaction
     can never produce rows attributed to two users or sources.
     """
-    current = await read_bundle_context(conn)
     wanted = context._values()
+    row = (await conn.execute(_SET_SQL, {f"v{i}": v for i, v in enumerate(wanted)})).one()
+    current = tuple(str(v) for v in row[: len(_SETTINGS)])
     clashes = [
         name
         for name, old, new in zip(_SETTINGS, current, wanted, strict=True)
@@ -92,7 +107,6 @@ async def set_bundle_context(conn: AsyncConnection, context: BundleContext) -> N
         raise BundleContextConflictError(
             f"transaction already carries conflicting sync bundle context ({', '.join(clashes)})"
         )
-    await conn.execute(_SET_SQL, {f"v{i}": v for i, v in enumerate(wanted)})
 
 
 async def enable_scope_filter(conn: AsyncConnection) -> None:

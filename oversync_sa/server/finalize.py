@@ -1,7 +1,7 @@
 """Bundle finalisation: staged trigger events -> one committed bundle (SERVER.md §3.3).
 
 Runs at the end of the bundle transaction, after the business writes, in two round trips
-whatever the bundle size:
+whatever the bundle size (the bundle-change NOTIFY rides on the second):
 
 1. one statement takes this transaction's stage rows (``DELETE ... RETURNING``), normalises
    them per logical row in SQL (§3.3 step 3), allocates ``bundle_seq`` only if a row survived,
@@ -19,21 +19,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oversync_sa.server.notify import notify_bundle_change
+from oversync_sa.server.notify import bundle_change_payload
 from oversync_sa.server.payload import wire_payload
 from oversync_sa.server.read_support import driver_connection, key_text_sql, uuid_table_ids
 from oversync_sa.server.runtime_info import RuntimeTable, SyncRuntime
+from oversync_sa.server.sources import load_source_state, retired_error
 from oversync_sa.wire.canonical import float64_canonical
 from oversync_sa.wire.hashing import HashRow, bundle_hash
 from oversync_sa.wire.keys import Op
 from oversync_sa.wire.models import BundleRow
 
 __all__ = [
+    "BundleSequencing",
     "CapturedEvent",
     "CommittedBundle",
     "NormalizedRow",
@@ -69,11 +72,12 @@ _TAKE_STAGE_SQL: Final = (
 )
 # bundle_log, bundle_rows and row_state in one statement. The bundle_rows -> bundle_log foreign
 # key is checked at the end of the statement, when the log row exists. row_ordinal is 1-based.
-_PERSIST_SQL: Final = (
+_PERSIST_HEAD: Final = (
     "WITH log AS ("
     " INSERT INTO sync.bundle_log (user_pk, bundle_seq, source_id, source_bundle_id,"
     " row_count, byte_count, bundle_hash, committed_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, now())),"
+)
+_PERSIST_TAIL: Final = (
     " r AS MATERIALIZED ("
     " SELECT * FROM unnest($8::integer[], $9::bytea[], $10::smallint[], $11::text[])"
     "  WITH ORDINALITY AS r(table_id, key_bytes, op_code, payload, row_ordinal)),"
@@ -86,6 +90,73 @@ _PERSIST_SQL: Final = (
     " ON CONFLICT (user_pk, table_id, key_bytes) DO UPDATE"
     " SET bundle_seq = EXCLUDED.bundle_seq, deleted = EXCLUDED.deleted"
 )
+# Source activation (§7.2) as in sources.activate_source: no row comes back for a retired
+# source. {w} and {b} are the retention window and batch placeholders.
+_ACTIVATE_CTE: Final = (
+    " src AS (INSERT INTO sync.source_state AS s (user_pk, source_id, state,"
+    " max_committed_source_bundle_id, replaced_by_source_id, retirement_reason)"
+    " VALUES ($1, $3, 'active', $4, '', '') ON CONFLICT (user_pk, source_id) DO UPDATE"
+    " SET state = 'active', max_committed_source_bundle_id ="
+    " GREATEST(s.max_committed_source_bundle_id, EXCLUDED.max_committed_source_bundle_id),"
+    " replaced_by_source_id = '', retirement_reason = '' WHERE s.state <> 'retired'"
+    " RETURNING 1),"
+)
+# Retention (§7.1) as in retention.apply_retention. The bundle_log rows it deletes are at or
+# below the new floor, so never the one this statement inserts (its seq is above the head
+# minus the window).
+_RETENTION_CTE: Final = (
+    " advanced AS ("
+    " UPDATE sync.user_state SET retained_bundle_floor = LEAST("
+    "   next_bundle_seq - 1 - {w}, retained_bundle_floor + {b})"
+    " WHERE user_pk = $1 AND next_bundle_seq - 1 - {w} > retained_bundle_floor"
+    " RETURNING user_pk, retained_bundle_floor),"
+    " pruned AS ("
+    " DELETE FROM sync.bundle_log b USING advanced a"
+    " WHERE b.user_pk = a.user_pk AND b.bundle_seq <= a.retained_bundle_floor)"
+)
+
+
+@lru_cache(maxsize=4)
+def _persist_sql(notify: bool, sequenced: bool) -> str:
+    """The persist statement; optional parts ride on it to save their round trips.
+
+    ``notify`` adds ``$12`` channel and ``$13`` payload: the NOTIFY is queued by the log
+    insert's one-row source, which a data-modifying CTE always runs exactly once. ``sequenced``
+    adds source activation and retention (window and batch are the next two parameters) and
+    makes the statement return one row: how many source rows the activation wrote (0: retired).
+    """
+    head = _PERSIST_HEAD + (
+        " SELECT $1, $2, $3, $4, $5, $6, $7, now() FROM (SELECT pg_notify($12, $13)) AS n),"
+        if notify
+        else " VALUES ($1, $2, $3, $4, $5, $6, $7, now())),"
+    )
+    if not sequenced:
+        return head + _PERSIST_TAIL
+    first = 14 if notify else 12
+    stored, state = _PERSIST_TAIL.split(" INSERT INTO sync.row_state", 1)
+    return (
+        head
+        + stored
+        + ", state AS (INSERT INTO sync.row_state"
+        + state
+        + "),"
+        + _ACTIVATE_CTE
+        + _RETENTION_CTE.format(w=f"${first}::bigint", b=f"${first + 1}::bigint")
+        + " SELECT count(*) FROM src"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BundleSequencing:
+    """The end of §3.3 step 13 run with the bundle: activate the source, apply retention.
+
+    ``user_id`` names the scope in a ``source_retired`` error; ``window`` and ``batch`` are
+    the retention settings (both positive).
+    """
+
+    user_id: str
+    window: int
+    batch: int
 
 _OP_DELETE: Final = Op.DELETE.code
 _OP_INSERT: Final = Op.INSERT.code
@@ -244,14 +315,19 @@ async def finalize_bundle(
     source_id: str,
     source_bundle_id: int,
     notify_channel: str | None = None,
+    sequencing: BundleSequencing | None = None,
 ) -> CommittedBundle | None:
     """Turn this transaction's captured events into one committed bundle, or ``None``.
 
     ``None`` means nothing visible was captured (no events, or all of them normalised away);
     the stage rows are cleared either way and no ``bundle_seq`` is consumed. With
-    ``notify_channel`` set, a bundle-change NOTIFY is queued in the same transaction. The caller
-    activates the source and applies retention afterwards (§3.3 step 13).
+    ``notify_channel`` set, a bundle-change NOTIFY is queued in the same transaction. With
+    ``sequencing``, the source is activated and retention applied in the same statement
+    (§3.3 step 13; a retired source raises :class:`SourceRetiredError`); without it the caller
+    does both afterwards.
     """
+    if sequencing is not None and (sequencing.window <= 0 or sequencing.batch <= 0):
+        raise ValueError("retention window and batch must be positive")
     # The business writes already ran on conn, so its transaction is open on the driver.
     raw = await driver_connection(conn)
     records = await _load_stage(raw, user_pk, runtime)
@@ -259,8 +335,20 @@ async def finalize_bundle(
         return None
     bundle_seq = int(records[0][5])
     wire, stored, digest, byte_count = _build_bundle(records, runtime, bundle_seq)
-    await raw.execute(
-        _PERSIST_SQL,
+    notify: tuple[str, ...] = ()
+    if notify_channel is not None:
+        notify = (
+            notify_channel,
+            bundle_change_payload(
+                user_pk=user_pk,
+                bundle_seq=bundle_seq,
+                source_id=source_id,
+                source_bundle_id=source_bundle_id,
+            ),
+        )
+    retention = () if sequencing is None else (sequencing.window, sequencing.batch)
+    activated = await raw.fetchval(
+        _persist_sql(bool(notify), sequencing is not None),
         user_pk,
         bundle_seq,
         source_id,
@@ -272,16 +360,14 @@ async def finalize_bundle(
         [r[1] for r in records],
         [r[3] for r in records],
         stored,
+        *notify,
+        *retention,
     )
-    if notify_channel is not None:
-        await notify_bundle_change(
-            conn,
-            notify_channel,
-            user_pk=user_pk,
-            bundle_seq=bundle_seq,
-            source_id=source_id,
-            source_bundle_id=source_bundle_id,
-        )
+    if sequencing is not None and not activated:
+        record = await load_source_state(conn, user_pk, source_id)
+        if record is None:  # pragma: no cover - the upsert either wrote a row or hit a retired one
+            raise AssertionError(f"source_state row for {source_id} vanished during activation")
+        raise retired_error(sequencing.user_id, record)
     _log.debug(
         "finalised bundle user_pk=%d seq=%d rows=%d bytes=%d",
         user_pk,

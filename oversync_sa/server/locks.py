@@ -9,6 +9,10 @@ exclusive on a shared database.
 A session-level lock outlives the transaction, so a connection that could not be unlocked must
 never go back to the pool: it is invalidated instead, which closes it and thereby releases the
 lock server-side.
+
+Lock and unlock go straight to the driver outside any transaction: one round trip each, where
+SQLAlchemy's autobegin would wrap each in its own ``BEGIN``/``COMMIT`` (three round trips) for
+a statement that needs no transaction at all.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -45,8 +49,8 @@ RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01", "55P03"})
 #: Upper bound for the unlock round trip; beyond it the connection is discarded instead.
 UNLOCK_TIMEOUT_SECONDS: Final = 5.0
 
-_LOCK_SQL: Final = text("SELECT pg_advisory_lock(hashtextextended(:user_id, 0))")
-_UNLOCK_SQL: Final = text("SELECT pg_advisory_unlock(hashtextextended(:user_id, 0))")
+_LOCK_SQL: Final = "SELECT pg_advisory_lock(hashtextextended($1, 0))"
+_UNLOCK_SQL: Final = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
 
 
 def sqlstate_of(exc: BaseException) -> str | None:
@@ -111,6 +115,11 @@ async def set_lock_timeout(conn: AsyncConnection, duration: timedelta | float) -
     )
 
 
+async def _driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``; with no SQLAlchemy transaction open it autocommits."""
+    return (await conn.get_raw_connection()).driver_connection
+
+
 async def _release(conn: AsyncConnection, user_id: str) -> None:
     """Unlock within :data:`UNLOCK_TIMEOUT_SECONDS`, or discard the connection with its lock."""
     if conn.closed or conn.invalidated:
@@ -119,9 +128,13 @@ async def _release(conn: AsyncConnection, user_id: str) -> None:
         async with asyncio.timeout(UNLOCK_TIMEOUT_SECONDS):
             if conn.in_transaction():
                 await conn.rollback()
-            result = await conn.execute(_UNLOCK_SQL, {"user_id": user_id})
-            released = bool(result.scalar_one())
-            await conn.commit()
+            raw = await _driver(conn)
+            if raw.is_in_transaction():
+                # Something began a transaction behind SQLAlchemy's back; the unlock must not
+                # ride on it (a later ROLLBACK would not undo a session lock, but a failed
+                # transaction would refuse the statement).
+                raise RuntimeError("driver connection still inside a transaction at unlock")
+            released = bool(await raw.fetchval(_UNLOCK_SQL, user_id))
         if not released:
             _log.warning("advisory lock for user %r was not held at unlock", user_id)
     except Exception:
@@ -147,9 +160,7 @@ async def user_lock(engine: AsyncEngine, user_id: str) -> AsyncIterator[AsyncCon
     """
     async with engine.connect() as conn:
         try:
-            await conn.execute(_LOCK_SQL, {"user_id": user_id})
-            # Ends the autobegun transaction; the session-level lock survives it.
-            await conn.commit()
+            await (await _driver(conn)).fetchval(_LOCK_SQL, user_id)
         except BaseException:
             # Cancelled or failed mid-acquire: the server may have granted the lock anyway.
             await _invalidate_quietly(conn)

@@ -40,12 +40,19 @@ from oversync_sa.errors import (
 from oversync_sa.server.connect import require_active_lease
 from oversync_sa.server.context import BundleContext
 from oversync_sa.server.payload import SCOPE_COLUMN, canonicalize_wire_payload
-from oversync_sa.server.push_sessions import PushSession, load_push_session
+from oversync_sa.server.push_sessions import (
+    SESSION_COLUMNS,
+    PushSession,
+    checked_session,
+    next_expected,
+    parse_push_id,
+    source_record,
+)
 from oversync_sa.server.push_validation import StagedRow, payload_columns
 from oversync_sa.server.read_support import driver_connection
 from oversync_sa.server.runtime_info import RuntimeTable, SyncRuntime, quote_ident
 from oversync_sa.server.scope import ScopeRecord, transition_to_initialized
-from oversync_sa.server.sources import next_expected_source_bundle_id
+from oversync_sa.server.sources import SourceStateRecord
 from oversync_sa.server.upload_support import (
     client_data_reason,
     schema_drift_reason,
@@ -66,20 +73,34 @@ _log = logging.getLogger("oversync_sa.server.push")
 _decode_members: Final = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _NULL: Final = msgspec.Raw(b"null")
 
-# Read through the driver: thousands of rows skip SQLAlchemy's per-row result processing.
-_STAGED_ROWS_SQL: Final = (
-    "SELECT row_ordinal, table_id, key_bytes, op_code, base_bundle_seq, payload_apply::text "
-    "FROM sync.push_session_rows WHERE push_id = $1 ORDER BY row_ordinal"
+# Everything the commit reads, in one round trip, read through the driver (thousands of rows
+# skip SQLAlchemy's per-row result processing): the session, locked; its source's sequence row,
+# locked, but only for the session's own user (a foreign session is refused, 403, before any of
+# it is used); and the staged rows in upload order, each with its target's row_state (§5.3
+# step 9; NULLs: absent). Every writer of row_state holds this user's advisory lock, so reading
+# it here sees what the conflict check further down would. The session columns repeat on every
+# row; with no staged row there is one row whose staged columns are NULL.
+# §5.3 step 11 (the committed session goes, its staged rows cascade with it) rides on the same
+# statement: ``gone`` joins ``s``, so the row is locked before it is deleted, the rows are read
+# from the statement's snapshot, and any later failure rolls the delete back.
+_LOAD_SQL: Final = (
+    f"WITH s AS (SELECT {SESSION_COLUMNS}, src.user_pk AS src_user_pk, "
+    "src.source_id AS src_source_id, src.state, src.max_committed_source_bundle_id, "
+    "src.replaced_by_source_id, src.retirement_reason "
+    "FROM sync.push_sessions ps JOIN sync.user_state us ON us.user_pk = ps.user_pk "
+    "LEFT JOIN LATERAL (SELECT * FROM sync.source_state ss WHERE ss.user_pk = ps.user_pk "
+    "AND ss.source_id = ps.source_id AND us.user_id = $2 FOR UPDATE) src ON true "
+    "WHERE ps.push_id = $1 FOR UPDATE OF ps), "
+    "gone AS (DELETE FROM sync.push_sessions p USING s WHERE p.push_id = s.push_id) "
+    "SELECT s.*, r.row_ordinal, r.table_id, r.key_bytes, r.op_code, r.base_bundle_seq, "
+    "r.payload_apply::text, rs.bundle_seq, rs.deleted "
+    "FROM s LEFT JOIN sync.push_session_rows r ON r.push_id = s.push_id "
+    "LEFT JOIN sync.row_state rs ON rs.user_pk = s.user_pk AND rs.table_id = r.table_id "
+    "AND rs.key_bytes = r.key_bytes ORDER BY r.row_ordinal"
 )
-# Only rows that have a row_state come back; the others are "absent".
-_ROW_STATES_SQL: Final = text(
-    "SELECT r.ord, rs.bundle_seq, rs.deleted "
-    "FROM unnest(CAST(:table_ids AS integer[]), CAST(:key_bytes AS bytea[])) "
-    "WITH ORDINALITY AS r(table_id, key_bytes, ord) "
-    "JOIN sync.row_state rs ON rs.user_pk = :user_pk AND rs.table_id = r.table_id "
-    "AND rs.key_bytes = r.key_bytes"
-)
-_DELETE_SESSION_SQL: Final = text("DELETE FROM sync.push_sessions WHERE push_id = :push_id")
+#: Where the source columns and the staged-row columns start in a :data:`_LOAD_SQL` row.
+_SOURCE_AT: Final = 9
+_STAGED_AT: Final = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,38 +115,63 @@ class RowVersion:
 
 
 def _staged_row(runtime: SyncRuntime, row: Sequence[Any]) -> StagedRow:
-    table = runtime.by_id[row[1]]
-    raw_key = bytes(row[2])
-    op = Op.from_code(row[3])
-    payload = None if row[5] is None else row[5].encode("utf-8")
+    at = _STAGED_AT
+    table = runtime.by_id[row[at + 1]]
+    raw_key = bytes(row[at + 2])
+    op = Op.from_code(row[at + 3])
+    payload = None if row[at + 5] is None else row[at + 5].encode("utf-8")
     columns = () if payload is None else payload_columns(list(_decode_members(payload)))
     return StagedRow(
         table=table,
         key=key_text(KeyKind(table.key_kind), raw_key),
         key_bytes=raw_key,
         op=op,
-        base_row_version=int(row[4]),
+        base_row_version=int(row[at + 4]),
         payload=payload,
         columns=columns,
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """What :func:`_load_staged_rows` read: ``versions`` maps a row's index to its row_state."""
+
+    session: PushSession
+    source: SourceStateRecord | None
+    rows: list[StagedRow]
+    versions: dict[int, RowVersion]
+
+
 async def _load_staged_rows(
-    conn: AsyncConnection, session: PushSession, runtime: SyncRuntime
-) -> list[StagedRow]:
-    """§5.3 steps 2-4: the complete, contiguous, duplicate-free staged rows in upload order."""
-    # load_push_session already ran on conn, so the driver is inside this transaction.
+    conn: AsyncConnection, raw_push_id: str, user_id: str, runtime: SyncRuntime
+) -> _Loaded:
+    """§5.3 steps 1-4: the locked session, then its complete, contiguous, duplicate-free staged
+    rows in upload order (see :data:`_LOAD_SQL`, which also deletes the session).
+
+    Session errors come first, exactly as :func:`.push_sessions.load_push_session` raises them.
+    ``conn`` must already be inside its transaction (the driver is used directly).
+    """
+    push_id = parse_push_id(raw_push_id)
+    if push_id is None:
+        checked_session(None, raw_push_id, user_id)
     raw = await driver_connection(conn)
-    rows = await raw.fetch(_STAGED_ROWS_SQL, session.push_id)
+    records = await raw.fetch(_LOAD_SQL, push_id, user_id)
+    first = records[0] if records else None
+    session = checked_session(first, raw_push_id, user_id)
+    assert first is not None
+    source = source_record(first[_SOURCE_AT:_STAGED_AT])
+    if first[_STAGED_AT] is None:
+        records = []
     planned = session.planned_row_count
-    if session.next_expected_row_ordinal != planned or len(rows) != planned:
+    if session.next_expected_row_ordinal != planned or len(records) != planned:
         raise PushCommitInvalidError(
-            f"staged row count {len(rows)} does not match planned_row_count {planned}"
+            f"staged row count {len(records)} does not match planned_row_count {planned}"
         )
     staged: list[StagedRow] = []
+    versions: dict[int, RowVersion] = {}
     seen: set[tuple[int, bytes]] = set()
-    for index, row in enumerate(rows):
-        if int(row[0]) != index:
+    for index, row in enumerate(records):
+        if int(row[_STAGED_AT]) != index:
             raise PushCommitInvalidError(f"staged rows are not contiguous at row_ordinal {index}")
         item = _staged_row(runtime, row)
         target = (item.table.table_id, item.key_bytes)
@@ -135,7 +181,9 @@ async def _load_staged_rows(
             )
         seen.add(target)
         staged.append(item)
-    return staged
+        if row[_STAGED_AT + 6] is not None:
+            versions[index] = RowVersion(int(row[_STAGED_AT + 6]), bool(row[_STAGED_AT + 7]))
+    return _Loaded(session, source, staged, versions)
 
 
 # -------------------------------------------------------------------------------- conflicts
@@ -180,20 +228,6 @@ def find_conflict(
     return None
 
 
-async def _row_versions(
-    conn: AsyncConnection, user_pk: int, rows: Sequence[StagedRow]
-) -> dict[int, RowVersion]:
-    result = await conn.execute(
-        _ROW_STATES_SQL,
-        {
-            "user_pk": user_pk,
-            "table_ids": [r.table.table_id for r in rows],
-            "key_bytes": [r.key_bytes for r in rows],
-        },
-    )
-    return {int(o) - 1: RowVersion(int(seq), bool(d)) for o, seq, d in result.all()}
-
-
 def _key_param(table: RuntimeTable) -> str:
     return "CAST(:key AS uuid)" if table.key_type == "uuid" else "CAST(:key AS text)"
 
@@ -220,10 +254,13 @@ async def _server_row(
 
 
 async def _raise_on_conflict(
-    conn: AsyncConnection, runtime: SyncRuntime, session: PushSession, rows: Sequence[StagedRow]
+    conn: AsyncConnection,
+    runtime: SyncRuntime,
+    session: PushSession,
+    rows: Sequence[StagedRow],
+    versions: Mapping[int, RowVersion],
 ) -> None:
-    """§5.3 step 9: one ``row_state`` lookup for all rows; the first conflict aborts the push."""
-    versions = await _row_versions(conn, session.user_pk, rows)
+    """§5.3 step 9: the rows' ``row_state`` (read with them); the first conflict aborts."""
     found = find_conflict(rows, versions)
     if found is None:
         return
@@ -335,16 +372,9 @@ async def apply_staged_rows(
 # ----------------------------------------------------------------------------------- commit
 
 
-async def _delete_session(conn: AsyncConnection, session: PushSession) -> None:
-    """§5.3 step 11: the committed session goes, its staged rows cascade with it."""
-    await conn.execute(_DELETE_SESSION_SQL, {"push_id": session.push_id})
-
-
-async def _check_source(conn: AsyncConnection, session: PushSession) -> None:
+def _check_source(session: PushSession, source: SourceStateRecord | None) -> None:
     """§5.3 step 7: the session's tuple must still be its source's next expected id."""
-    expected, _ = await next_expected_source_bundle_id(
-        conn, session.user_pk, session.user_id, session.source_id
-    )
+    expected, _ = next_expected(session.user_id, source)
     if session.source_bundle_id != expected:
         raise SourceSequenceChangedError(
             f"source {session.source_id} for user {session.user_id} changed expected next "
@@ -357,16 +387,20 @@ async def _commit(
     conn: AsyncConnection, service: SyncService, user_id: str, raw_push_id: str
 ) -> PushSessionCommitResponse:
     runtime = service.runtime
-    session = await load_push_session(conn, raw_push_id, user_id)
-    rows = await _load_staged_rows(conn, session, runtime)
+    if parse_push_id(raw_push_id) is None:
+        checked_session(None, raw_push_id, user_id)
+    # First, so that it opens the transaction the driver-level load below runs in; it only
+    # affects deferrable (business-table) constraints, none of which the load touches.
     await defer_constraints(conn)
+    loaded = await _load_staged_rows(conn, raw_push_id, user_id, runtime)
+    session, source, rows, versions = loaded.session, loaded.source, loaded.rows, loaded.versions
     seed_scope: ScopeRecord | None = None
     if session.is_seed:
         seed_scope = await require_active_lease(
             conn, session.user_id, session.source_id, session.initialization_id,
             service.config.initialization_lease_ttl,
         )
-    await _check_source(conn, session)
+    _check_source(session, source)
     context = BundleContext(
         user_id=session.user_id,
         user_pk=session.user_pk,
@@ -376,13 +410,12 @@ async def _commit(
     )
 
     async def writes() -> None:
-        await _raise_on_conflict(conn, runtime, session, rows)
+        await _raise_on_conflict(conn, runtime, session, rows, versions)
         await apply_staged_rows(conn, session.user_id, rows)
 
     bundle = await run_bundle(conn, service, context, writes)
     if bundle is None:
         raise PushCommitInvalidError("push session produced no captured business-table effects")
-    await _delete_session(conn, session)
     if seed_scope is not None:
         await transition_to_initialized(conn, seed_scope, session.source_id)
     crash_point("server.commit.before_commit")

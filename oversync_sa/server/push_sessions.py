@@ -14,9 +14,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Final
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.errors import (
@@ -35,10 +37,18 @@ from oversync_sa.errors import (
     SourceSequenceOutOfOrderError,
 )
 from oversync_sa.server.connect import check_active_lease, require_active_lease
-from oversync_sa.server.payload_types import check_payload_types
+from oversync_sa.server.payload_types import (
+    PayloadTypesRejected,
+    conversion_checks,
+    conversion_params,
+    data_exception_reason,
+    explain_rejected_payloads,
+    payload_groups,
+)
 from oversync_sa.server.push_validation import StagedRow, validate_chunk
+from oversync_sa.server.runtime_info import RuntimeTable
 from oversync_sa.server.scope import ScopeRecord, ScopeState, lock_scope
-from oversync_sa.server.sources import next_expected_source_bundle_id
+from oversync_sa.server.sources import SourceState, SourceStateRecord, retired_error
 from oversync_sa.server.upload_support import unexpected_as, upload_transaction
 from oversync_sa.wire.models import (
     PushSessionChunkRequest,
@@ -52,12 +62,16 @@ if TYPE_CHECKING:
     from oversync_sa.server.service import SyncService
 
 __all__ = [
+    "SESSION_COLUMNS",
     "PushSession",
+    "checked_session",
     "create_push_session",
     "delete_expired_push_sessions",
     "delete_push_session",
     "load_push_session",
+    "next_expected",
     "parse_push_id",
+    "source_record",
     "upload_push_chunk",
 ]
 
@@ -69,44 +83,68 @@ _DASHED: Final = rf"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}
 _PUSH_ID: Final = re.compile(rf"{_DASHED}|\{{{_DASHED}\}}|(?i:urn:uuid:){_DASHED}|{_HEX}{{32}}")
 
 _CLEANUP_SQL: Final = text("DELETE FROM sync.push_sessions WHERE expires_at <= now()")
-_LOAD_SQL: Final = text(
-    "SELECT ps.push_id, ps.user_pk, us.user_id, ps.source_id, ps.source_bundle_id, "
+#: Columns of :class:`PushSession`, in field order, over ``ps`` joined with ``us``.
+SESSION_COLUMNS: Final = (
+    "ps.push_id, ps.user_pk, us.user_id, ps.source_id, ps.source_bundle_id, "
     "ps.planned_row_count, ps.next_expected_row_ordinal, "
     "COALESCE(ps.initialization_id::text, '') AS initialization_id, "
-    "now() > ps.expires_at AS expired "
+    "now() > ps.expires_at AS expired"
+)
+_LOAD_SQL: Final = text(
+    f"SELECT {SESSION_COLUMNS} "
     "FROM sync.push_sessions ps JOIN sync.user_state us ON us.user_pk = ps.user_pk "
     "WHERE ps.push_id = :push_id FOR UPDATE OF ps"
 )
-_COMMITTED_SQL: Final = text(
-    "SELECT bundle_seq, source_id, source_bundle_id, row_count, encode(bundle_hash, 'hex') "
-    "FROM sync.bundle_log WHERE user_pk = :user_pk AND source_id = :source_id "
-    "AND source_bundle_id = :source_bundle_id AND bundle_seq > :floor"
+# Steps 4 and 5 of create read independent rows; one statement answers both. Step 5 reads the
+# source row unlocked, as before: create stages nothing the sequence could invalidate, and
+# commit re-checks the sequence under a row lock.
+_COMMITTED_AND_SOURCE_SQL: Final = text(
+    "SELECT bl.bundle_seq, bl.source_id, bl.source_bundle_id, bl.row_count, "
+    "encode(bl.bundle_hash, 'hex'), ss.user_pk, ss.source_id, ss.state, "
+    "ss.max_committed_source_bundle_id, ss.replaced_by_source_id, ss.retirement_reason "
+    "FROM (SELECT 1) AS one "
+    "LEFT JOIN sync.bundle_log bl ON bl.user_pk = :user_pk AND bl.source_id = :source_id "
+    "AND bl.source_bundle_id = :source_bundle_id AND bl.bundle_seq > :floor "
+    "LEFT JOIN sync.source_state ss ON ss.user_pk = :user_pk AND ss.source_id = :source_id"
 )
-_REPLACE_SQL: Final = text(
-    "DELETE FROM sync.push_sessions WHERE user_pk = :user_pk AND source_id = :source_id "
-    "AND source_bundle_id = :source_bundle_id"
-)
-_INSERT_SQL: Final = text(
+# Steps 1, 6 and 7 of create in one statement. The expired-session cleanup moves from the start
+# of the transaction to here: on every path that reaches this point the transaction commits, and
+# on every earlier error it rolled the cleanup back anyway (the replay path runs it on its own).
+# Referencing ``gone`` makes the DELETE run before the INSERT, so the replaced session's tuple
+# no longer blocks the unique key.
+_REPLACE_AND_INSERT_SQL: Final = text(
+    "WITH gone AS (DELETE FROM sync.push_sessions WHERE expires_at <= now() "
+    "OR (user_pk = :user_pk AND source_id = :source_id "
+    "AND source_bundle_id = :source_bundle_id) RETURNING 1) "
     "INSERT INTO sync.push_sessions (push_id, user_pk, source_id, source_bundle_id, "
     "planned_row_count, next_expected_row_ordinal, initialization_id, expires_at) "
-    "VALUES (gen_random_uuid(), :user_pk, :source_id, :source_bundle_id, :planned, 0, "
-    "CAST(NULLIF(:initialization_id, '') AS uuid), now() + make_interval(secs => :ttl)) "
+    "SELECT gen_random_uuid(), :user_pk, :source_id, :source_bundle_id, :planned, 0, "
+    "CAST(NULLIF(:initialization_id, '') AS uuid), now() + make_interval(secs => :ttl) "
+    "WHERE (SELECT count(*) FROM gone) >= 0 "
     "RETURNING push_id::text"
 )
-# One statement for the whole chunk: row_ordinal = start + position in the chunk.
-_STAGE_ROWS_SQL: Final = text(
+# One statement for the whole chunk: the payload type check (payload_types), the rows with
+# row_ordinal = start + position in the chunk, and the session's progress and TTL.
+_STAGE_ROWS: Final = (
+    "staged AS ("
     "INSERT INTO sync.push_session_rows (push_id, row_ordinal, table_id, key_bytes, op_code, "
     "base_bundle_seq, payload_apply) "
     "SELECT :push_id, :start + r.ord - 1, r.table_id, r.key_bytes, r.op_code, r.base, "
     "CAST(r.payload AS json) "
     "FROM unnest(CAST(:table_ids AS integer[]), CAST(:key_bytes AS bytea[]), "
     "CAST(:op_codes AS smallint[]), CAST(:bases AS bigint[]), CAST(:payloads AS text[])) "
-    "WITH ORDINALITY AS r(table_id, key_bytes, op_code, base, payload, ord)"
-)
-_ADVANCE_SQL: Final = text(
+    "WITH ORDINALITY AS r(table_id, key_bytes, op_code, base, payload, ord)) "
     "UPDATE sync.push_sessions SET next_expected_row_ordinal = :next, "
     "expires_at = now() + make_interval(secs => :ttl) WHERE push_id = :push_id"
 )
+
+
+@lru_cache(maxsize=256)
+def _stage_sql(tables: tuple[RuntimeTable, ...]) -> TextClause:
+    checks, guard = conversion_checks(tables)
+    return text(f"WITH {checks}{_STAGE_ROWS}" + (f" AND {guard}" if guard else ""))
+
+
 _DELETE_SQL: Final = text("DELETE FROM sync.push_sessions WHERE push_id = :push_id")
 
 
@@ -151,18 +189,8 @@ async def delete_expired_push_sessions(conn: AsyncConnection) -> int:
     return int(result.rowcount or 0)
 
 
-async def load_push_session(conn: AsyncConnection, raw_push_id: str, user_id: str) -> PushSession:
-    """Lock the session named by a path value and check it is usable by ``user_id``.
-
-    Raises, in this order: :class:`PushSessionNotFoundError` (not a UUID, or no such session),
-    :class:`PushSessionForbiddenError` (another user's), :class:`PushSessionExpiredError`.
-    """
-    push_id = parse_push_id(raw_push_id)
-    row = (
-        None
-        if push_id is None
-        else (await conn.execute(_LOAD_SQL, {"push_id": push_id})).one_or_none()
-    )
+def checked_session(row: Sequence[Any] | None, raw_push_id: str, user_id: str) -> PushSession:
+    """The session of a :data:`SESSION_COLUMNS` row, checked as :func:`load_push_session` does."""
     if row is None:
         raise PushSessionNotFoundError(f"push session {raw_push_id} was not found")
     session = PushSession(
@@ -185,6 +213,21 @@ async def load_push_session(conn: AsyncConnection, raw_push_id: str, user_id: st
             f"push session {raw_push_id} has expired; start a new push session"
         )
     return session
+
+
+async def load_push_session(conn: AsyncConnection, raw_push_id: str, user_id: str) -> PushSession:
+    """Lock the session named by a path value and check it is usable by ``user_id``.
+
+    Raises, in this order: :class:`PushSessionNotFoundError` (not a UUID, or no such session),
+    :class:`PushSessionForbiddenError` (another user's), :class:`PushSessionExpiredError`.
+    """
+    push_id = parse_push_id(raw_push_id)
+    row = (
+        None
+        if push_id is None
+        else (await conn.execute(_LOAD_SQL, {"push_id": push_id})).one_or_none()
+    )
+    return checked_session(row, raw_push_id, user_id)
 
 
 # ------------------------------------------------------------------------------------- create
@@ -211,22 +254,9 @@ async def _scope_gate(
         )
 
 
-async def _already_committed(
-    conn: AsyncConnection, scope: ScopeRecord, source_id: str, source_bundle_id: int
-) -> PushSessionCreateResponse | None:
+def _replay(row: Sequence[Any]) -> PushSessionCreateResponse | None:
     """The replay answer for a tuple whose bundle is still above the retained floor."""
-    row = (
-        await conn.execute(
-            _COMMITTED_SQL,
-            {
-                "user_pk": scope.user_pk,
-                "source_id": source_id,
-                "source_bundle_id": source_bundle_id,
-                "floor": scope.retained_bundle_floor,
-            },
-        )
-    ).one_or_none()
-    if row is None:
+    if row[0] is None:
         return None
     return PushSessionCreateResponse(
         status=PushSessionStatus.ALREADY_COMMITTED,
@@ -238,12 +268,34 @@ async def _already_committed(
     )
 
 
-async def _check_sequence(
-    conn: AsyncConnection, scope: ScopeRecord, source_id: str, source_bundle_id: int
-) -> None:
-    expected, max_committed = await next_expected_source_bundle_id(
-        conn, scope.user_pk, scope.user_id, source_id, for_update=False
+def source_record(row: Sequence[Any]) -> SourceStateRecord | None:
+    """A ``source_state`` row from six columns (``None`` when the outer join found none)."""
+    if row[0] is None:
+        return None
+    return SourceStateRecord(
+        user_pk=int(row[0]),
+        source_id=str(row[1]),
+        state=SourceState(row[2]),
+        max_committed_source_bundle_id=int(row[3]),
+        replaced_by_source_id=str(row[4]),
+        retirement_reason=str(row[5]),
     )
+
+
+def next_expected(user_id: str, record: SourceStateRecord | None) -> tuple[int, int]:
+    """``(next expected, max committed)`` as :func:`.sources.next_expected_source_bundle_id`."""
+    if record is None:
+        return 1, 0
+    if record.state is SourceState.RETIRED:
+        raise retired_error(user_id, record)
+    return record.next_expected_source_bundle_id, record.max_committed_source_bundle_id
+
+
+def _check_sequence(
+    scope: ScopeRecord, source_id: str, source_bundle_id: int,
+    record: SourceStateRecord | None,
+) -> None:
+    expected, max_committed = next_expected(scope.user_id, record)
     if source_bundle_id < expected:
         raise HistoryPrunedError(
             f"source tuple ({source_id}, {source_bundle_id}) for user {scope.user_id} is older "
@@ -266,23 +318,27 @@ async def _create(
     initialization_id: str,
 ) -> PushSessionCreateResponse:
     config = service.config
-    await delete_expired_push_sessions(conn)
     scope = await lock_scope(conn, user_id)
     await _scope_gate(conn, scope, source_id, initialization_id, config.initialization_lease_ttl)
-    replay = await _already_committed(conn, scope, source_id, request.source_bundle_id)
-    if replay is not None:
-        return replay
-    await _check_sequence(conn, scope, source_id, request.source_bundle_id)
     tuple_params = {
         "user_pk": scope.user_pk,
         "source_id": source_id,
         "source_bundle_id": request.source_bundle_id,
     }
+    found = (
+        await conn.execute(
+            _COMMITTED_AND_SOURCE_SQL, {**tuple_params, "floor": scope.retained_bundle_floor}
+        )
+    ).one()
+    replay = _replay(found)
+    if replay is not None:
+        await delete_expired_push_sessions(conn)
+        return replay
+    _check_sequence(scope, source_id, request.source_bundle_id, source_record(found[5:]))
     # Hard replace: an earlier, uncommitted session of this tuple (and its rows) is discarded.
-    await conn.execute(_REPLACE_SQL, tuple_params)
     push_id = (
         await conn.execute(
-            _INSERT_SQL,
+            _REPLACE_AND_INSERT_SQL,
             {
                 **tuple_params,
                 "planned": request.planned_row_count,
@@ -370,16 +426,21 @@ async def _upload(
     next_ordinal = start + len(rows)
     if next_ordinal > session.planned_row_count:
         raise PushChunkInvalidError("chunk exceeds planned_row_count")
-    await check_payload_types(conn, rows)
-    await conn.execute(_STAGE_ROWS_SQL, _stage_params(session.push_id, start, rows))
-    await conn.execute(
-        _ADVANCE_SQL,
-        {
-            "push_id": session.push_id,
-            "next": next_ordinal,
-            "ttl": config.push_session_ttl.total_seconds(),
-        },
-    )
+    groups = payload_groups(rows)
+    try:
+        await conn.execute(
+            _stage_sql(tuple(table for table, _ in groups)),
+            {
+                **_stage_params(session.push_id, start, rows),
+                **conversion_params(groups),
+                "next": next_ordinal,
+                "ttl": config.push_session_ttl.total_seconds(),
+            },
+        )
+    except DBAPIError as exc:
+        if data_exception_reason(exc) is None:
+            raise
+        raise PayloadTypesRejected(groups, exc) from exc
     return PushSessionChunkResponse(push_id=raw_push_id, next_expected_row_ordinal=next_ordinal)
 
 
@@ -407,13 +468,16 @@ async def upload_push_chunk(
             rows = validate_chunk(
                 request, service.runtime, service.config.max_rows_per_push_chunk
             )
-            return await upload_transaction(
-                service,
-                user_id,
-                lambda conn: _upload(
-                    conn, service, user_id, push_id, request.start_row_ordinal, rows
-                ),
-            )
+            try:
+                return await upload_transaction(
+                    service,
+                    user_id,
+                    lambda conn: _upload(
+                        conn, service, user_id, push_id, request.start_row_ordinal, rows
+                    ),
+                )
+            except PayloadTypesRejected as rejected:
+                await explain_rejected_payloads(service.engine, rejected)
 
 
 # ------------------------------------------------------------------------------------- delete

@@ -167,8 +167,11 @@ async def lock_scope(conn: AsyncConnection, user_id: str) -> ScopeRecord:
     The row lock (on both ``scope_state`` and ``user_state``) is held until the transaction
     ends, so the returned record stays true for the caller's transaction.
     """
-    await ensure_scope(conn, user_id)
-    row = (await conn.execute(_LOCK_SQL, {"user_id": user_id})).one()
+    # Rows that exist need no ensure: two round trips less on every write after the first.
+    row = (await conn.execute(_LOCK_SQL, {"user_id": user_id})).one_or_none()
+    if row is None:
+        await ensure_scope(conn, user_id)
+        row = (await conn.execute(_LOCK_SQL, {"user_id": user_id})).one()
     return await expire_lease_if_needed(conn, _record(row))
 
 

@@ -30,10 +30,9 @@ from oversync_sa.errors import (
     SourceSequenceOutOfOrderError,
 )
 from oversync_sa.server.context import BundleContext, enable_scope_filter, set_bundle_context
-from oversync_sa.server.finalize import CommittedBundle, finalize_bundle
+from oversync_sa.server.finalize import BundleSequencing, CommittedBundle, finalize_bundle
 from oversync_sa.server.locks import user_transaction
 from oversync_sa.server.orm_scope import scoped_session
-from oversync_sa.server.retention import apply_retention
 from oversync_sa.server.scope import (
     ScopeRecord,
     ScopeState,
@@ -41,7 +40,7 @@ from oversync_sa.server.scope import (
     require_initialized,
     transition_to_initialized,
 )
-from oversync_sa.server.sources import activate_source, next_expected_source_bundle_id
+from oversync_sa.server.sources import next_expected_source_bundle_id
 
 if TYPE_CHECKING:
     from oversync_sa.server.service import SyncService
@@ -173,26 +172,20 @@ async def run_bundle(
     await writes()
     config = service.config
     watch = config.bundle_change_watch
-    bundle = await finalize_bundle(
+    # Activation and retention ride on finalisation's persist statement (round trips).
+    return await finalize_bundle(
         conn,
         service.runtime,
         user_pk=context.user_pk,
         source_id=context.source_id,
         source_bundle_id=context.source_bundle_id,
         notify_channel=watch.notify_channel if watch.enabled else None,
+        sequencing=BundleSequencing(
+            user_id=context.user_id,
+            window=config.retained_bundles_per_user,
+            batch=config.retention_prune_batch_size,
+        ),
     )
-    if bundle is None:
-        return None
-    await activate_source(
-        conn, context.user_pk, context.user_id, context.source_id, context.source_bundle_id
-    )
-    await apply_retention(
-        conn,
-        context.user_pk,
-        window=config.retained_bundles_per_user,
-        batch=config.retention_prune_batch_size,
-    )
-    return bundle
 
 
 async def _check_source_sequence(
