@@ -208,14 +208,13 @@ async def _push(service: SyncService, user: str, source: str, rows: list[PushReq
 _PUSH_STAGES = [
     ("create session", "create session"),
     ("chunk staging", "chunk staging"),
-    ("commit: load staged rows + conflict check", "load+check"),
+    ("commit: load session + staged rows + row state (one query), conflict check", "load+check"),
     ("commit: apply (business INSERTs incl. triggers)", "apply"),
     ("  of which capture + owner-guard triggers", "trigger functions (pg stats)"),
     ("commit: finalize: load stage (normalised)", "finalize: load stage"),
     ("commit: finalize: build rows + hash (Python)", "finalize: build rows + hash"),
-    ("commit: finalize: bundle_log/bundle_rows/row_state", "finalize: writes"),
-    ("commit: activate source + retention", "activate+retention"),
-    ("commit: cleanup (delete session + staged rows)", "cleanup"),
+    ("commit: finalize: bundle_log/bundle_rows/row_state, source activation, retention,"
+     " notify (one statement)", "finalize: writes"),
     ("commit: rest (session, locks, context, COMMIT)", "commit rest"),
 ]
 
@@ -227,7 +226,7 @@ def _push_stages(clock: StageClock) -> list[Stage]:
     clock.add("finalize: writes", max(0.0, finalize_total - load - build))
     accounted = sum(
         clock.get(k)
-        for k in ("load+check", "apply", "finalize", "activate+retention", "cleanup")
+        for k in ("load+check", "apply", "finalize")
     )
     clock.add("commit rest", max(0.0, clock.get("commit") - accounted))
     stages = clock.stages([key for _, key in _PUSH_STAGES])
@@ -248,9 +247,6 @@ async def _bench_push(ctx: BenchContext, service: SyncService, url: str) -> Meas
         (push_commit_mod, "_load_staged_rows", "load+check"),
         (push_commit_mod, "_raise_on_conflict", "load+check"),
         (push_commit_mod, "apply_staged_rows", "apply"),
-        (push_commit_mod, "_delete_session", "cleanup"),
-        (writes_mod, "activate_source", "activate+retention"),
-        (writes_mod, "apply_retention", "activate+retention"),
         # finalize internals (names of the current implementation)
         (finalize_mod, "_load_stage", "finalize: load stage"),
         (finalize_mod, "_build_bundle", "finalize: build rows + hash"),
