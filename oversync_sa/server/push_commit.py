@@ -46,13 +46,12 @@ from oversync_sa.server.push_sessions import (
     checked_session,
     next_expected,
     parse_push_id,
-    source_record,
 )
 from oversync_sa.server.push_validation import StagedRow, payload_columns
 from oversync_sa.server.read_support import driver_connection
 from oversync_sa.server.runtime_info import RuntimeTable, SyncRuntime, quote_ident
 from oversync_sa.server.scope import ScopeRecord, transition_to_initialized
-from oversync_sa.server.sources import SourceStateRecord
+from oversync_sa.server.sources import SourceStateRecord, source_record
 from oversync_sa.server.upload_support import (
     client_data_reason,
     schema_drift_reason,

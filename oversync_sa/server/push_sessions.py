@@ -48,7 +48,12 @@ from oversync_sa.server.payload_types import (
 from oversync_sa.server.push_validation import StagedRow, validate_chunk
 from oversync_sa.server.runtime_info import RuntimeTable
 from oversync_sa.server.scope import ScopeRecord, ScopeState, lock_scope
-from oversync_sa.server.sources import SourceState, SourceStateRecord, retired_error
+from oversync_sa.server.sources import (
+    SourceState,
+    SourceStateRecord,
+    retired_error,
+    source_record,
+)
 from oversync_sa.server.upload_support import unexpected_as, upload_transaction
 from oversync_sa.wire.models import (
     PushSessionChunkRequest,
@@ -71,7 +76,6 @@ __all__ = [
     "load_push_session",
     "next_expected",
     "parse_push_id",
-    "source_record",
     "upload_push_chunk",
 ]
 
@@ -265,20 +269,6 @@ def _replay(row: Sequence[Any]) -> PushSessionCreateResponse | None:
         source_bundle_id=int(row[2]),
         row_count=int(row[3]),
         bundle_hash=str(row[4]),
-    )
-
-
-def source_record(row: Sequence[Any]) -> SourceStateRecord | None:
-    """A ``source_state`` row from six columns (``None`` when the outer join found none)."""
-    if row[0] is None:
-        return None
-    return SourceStateRecord(
-        user_pk=int(row[0]),
-        source_id=str(row[1]),
-        state=SourceState(row[2]),
-        max_committed_source_bundle_id=int(row[3]),
-        replaced_by_source_id=str(row[4]),
-        retirement_reason=str(row[5]),
     )
 
 

@@ -12,8 +12,9 @@ The building blocks snapshot rotation needs (:func:`load_source_state`, :func:`r
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from oversync_sa.errors import SourceRetiredError
 
 __all__ = [
+    "source_record",
     "SourceState",
     "SourceStateRecord",
     "activate_source",
@@ -114,7 +116,13 @@ async def load_source_state(
     """
     sql = _LOAD_FOR_UPDATE_SQL if for_update else _LOAD_SQL
     row = (await conn.execute(sql, {"user_pk": user_pk, "source_id": source_id})).one_or_none()
-    if row is None:
+    return None if row is None else source_record(row)
+
+
+def source_record(row: Sequence[Any]) -> SourceStateRecord | None:
+    """A ``source_state`` row from its six columns in table order (``None`` when an outer join
+    found none)."""
+    if row[0] is None:
         return None
     return SourceStateRecord(
         user_pk=int(row[0]),

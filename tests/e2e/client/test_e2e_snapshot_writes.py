@@ -9,10 +9,14 @@ queued, not vanish with the old rows.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
+
 import pytest
 
 from tests.e2e.client._support import (
     INSERT_USER,
+    Device,
     Harness,
     new_id,
     server_ids,
@@ -20,6 +24,21 @@ from tests.e2e.client._support import (
 )
 
 pytestmark = pytest.mark.postgres
+
+
+def _writer(
+    device: Device, key: uuid.UUID
+) -> tuple[list[int], Callable[[int, int], Awaitable[None]]]:
+    """A progress callback that writes one user row at its first call (during the download,
+    before the swap), and the list that records that it ran."""
+    wrote: list[int] = []
+
+    async def write_while_downloading(done: int, total: int) -> None:
+        if not wrote:
+            wrote.append(done)
+            await device.execute_many([(INSERT_USER, (key.bytes, "During", "d@example.com"))])
+
+    return wrote, write_while_downloading
 
 
 async def test_write_during_keep_source_rebuild_download_is_kept_and_pushed(
@@ -31,13 +50,7 @@ async def test_write_during_keep_source_rebuild_download_is_kept_and_pushed(
     await a.c.sync()
     await b.c.sync()
     written = new_id()
-    wrote: list[int] = []
-
-    async def write_while_downloading(done: int, total: int) -> None:
-        # The first report comes from the download, before the swap.
-        if not wrote:
-            wrote.append(done)
-            await b.execute_many([(INSERT_USER, (written.bytes, "During", "d@example.com"))])
+    wrote, write_while_downloading = _writer(b, written)
 
     await b.c.rebuild(progress=write_while_downloading)
 
@@ -62,12 +75,7 @@ async def test_write_during_history_pruned_snapshot_is_kept_and_pushed(
     await a.c.sync()
     await harness.set_retention_floor(user, 2)  # b (checkpoint 0) can only rebuild now
     written = new_id()
-    wrote: list[int] = []
-
-    async def write_while_downloading(done: int, total: int) -> None:
-        if not wrote:
-            wrote.append(done)
-            await b.execute_many([(INSERT_USER, (written.bytes, "During", "d@example.com"))])
+    wrote, write_while_downloading = _writer(b, written)
 
     report = await b.c.sync(snapshot_progress=write_while_downloading)
 
