@@ -479,3 +479,38 @@ async def test_source_retired_clone_with_pending_edits_rotates_and_uploads_them(
     await original.c.sync()
     assert await server_names(harness, user) == expected
     assert await names(clone) == await names(original) == expected
+
+
+async def test_a_carried_parent_delete_under_a_new_server_child_is_dropped_alone(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The device deleted a user while another device wrote a post under it: next to the
+    snapshot the deletion would leave that post without its author (posts.author_id has no
+    cascade, the server would refuse the delete too), so that one edit is dropped and the
+    user comes back; the device's other pending edit is kept."""
+    scene = await synced_scene(harness)
+    device = scene.device
+    scene.mine = await add_user(device, "Mine")
+    scene.expected[scene.mine] = "Mine"
+    device.c.runtime.hooks.before_push_replay = crash_hook("before replay")
+    with pytest.raises(InjectedCrash):
+        await device.c.sync()
+    await device.execute(DELETE_USER, (scene.gone.bytes,))
+    kept = await add_user(device, "Kept")
+    post = uuid.uuid4()
+    await scene.peer.c.sync()
+    await scene.peer.execute(INSERT_POST, (post.bytes, "T", "C", scene.gone.bytes))
+    assert (await scene.peer.c.sync()).push_outcome is PushOutcome.COMMITTED
+    await harness.set_retention_floor(scene.user, await head(harness, scene.user))
+
+    assert (await device.c.push_pending()).outcome is PushOutcome.COMMITTED
+
+    assert "discarded pending DELETE of users" in caplog.text
+    assert "snapshot applied without 1 pending edits" in caplog.text
+    assert await device.ids("posts") == {post}
+    scene.expected[kept] = "Kept"
+    assert await names(device) == scene.expected  # "Gone" is back, "Kept" is still there
+    assert (await device.c.sync()).push_outcome is PushOutcome.COMMITTED
+    await scene.peer.c.sync()
+    assert await server_names(harness, scene.user) == scene.expected
+    assert await names(scene.peer) == scene.expected
