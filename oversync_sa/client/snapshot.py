@@ -43,8 +43,9 @@ like the outbox's, which keeps its captured bases (§8.1.1 step 6):
 
 Edits that break a local constraint next to the server's rows are dropped, logged, rather
 than failing the swap forever (:func:`_swap_without_edits`). The keep-source ``rebuild()`` and
-the pull's switch to a snapshot still require no dirty rows (§8.2): without a stuck outbox
-there is nothing in the way of pushing them first.
+the pull's switch to a snapshot still require no dirty rows when they start (§8.2): without a
+stuck outbox there is nothing in the way of pushing them first. Rows the application writes
+while their snapshot downloads are carried the same way (:func:`rebuild_keep_source`).
 """
 
 from __future__ import annotations
@@ -603,7 +604,7 @@ async def _swap_without_edits(
         excluded.extend(fresh)
         try:
             async with runtime.transaction() as conn:
-                await _drop_dirty(conn, excluded)
+                await _drop_dirty(runtime, conn, excluded)
                 await _swap(runtime, conn, session, options)
         except IntegrityError as again:
             error = again
@@ -631,10 +632,12 @@ def _log_discarded(
                  extra={"user": runtime.user_id, "rows": len(dropped)})
 
 
-async def _drop_dirty(conn: AsyncConnection, edits: list[tuple[str, str, str]]) -> None:
+async def _drop_dirty(
+    runtime: ClientRuntime, conn: AsyncConnection, edits: list[tuple[str, str, str]]
+) -> None:
     await conn.exec_driver_sql(
-        "DELETE FROM _sync_dirty_rows WHERE table_name = ? AND key_json = ?",
-        [(table, key_json) for table, key_json, _ in edits],
+        "DELETE FROM _sync_dirty_rows WHERE schema_name = ? AND table_name = ? AND key_json = ?",
+        [(runtime.schema, table, key_json) for table, key_json, _ in edits],
     )
 
 
@@ -648,7 +651,7 @@ async def _offending_edits(
     try:
         async with runtime.transaction() as conn:
             if excluded:
-                await _drop_dirty(conn, excluded)
+                await _drop_dirty(runtime, conn, excluded)
             carried = {
                 (str(t), str(k)): str(o) for t, k, o in await fetch_all(
                     conn, "SELECT table_name, key_json, op FROM _sync_dirty_rows"

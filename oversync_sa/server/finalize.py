@@ -90,8 +90,9 @@ _PERSIST_TAIL: Final = (
     " ON CONFLICT (user_pk, table_id, key_bytes) DO UPDATE"
     " SET bundle_seq = EXCLUDED.bundle_seq, deleted = EXCLUDED.deleted"
 )
-# Source activation (§7.2) as in sources.activate_source: no row comes back for a retired
-# source. {w} and {b} are the retention window and batch placeholders.
+# Source activation (§7.2): insert or advance the watermark (GREATEST keeps it monotonic);
+# no row comes back for a retired source, which the caller then reports. {w} and {b} are the
+# retention window and batch placeholders.
 _ACTIVATE_CTE: Final = (
     " src AS (INSERT INTO sync.source_state AS s (user_pk, source_id, state,"
     " max_committed_source_bundle_id, replaced_by_source_id, retirement_reason)"

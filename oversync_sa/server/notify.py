@@ -1,7 +1,8 @@
 """Sending side of the bundle-change watch (SERVER.md §7.4).
 
-``pg_notify`` runs inside the bundle's own transaction: PostgreSQL delivers it only when that
-transaction commits, so listeners are never woken for a rolled-back or empty bundle.
+``pg_notify`` runs inside the bundle's own transaction (finalisation's persist statement,
+:mod:`.finalize`): PostgreSQL delivers it only when that transaction commits, so listeners are
+never woken for a rolled-back or empty bundle.
 """
 
 from __future__ import annotations
@@ -9,15 +10,10 @@ from __future__ import annotations
 from typing import Final
 
 import msgspec
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["DEFAULT_NOTIFY_CHANNEL", "bundle_change_payload", "notify_bundle_change"]
+__all__ = ["DEFAULT_NOTIFY_CHANNEL", "bundle_change_payload"]
 
 DEFAULT_NOTIFY_CHANNEL: Final = "oversync_bundle_change_v1"
-
-_NOTIFY_SQL: Final = text("SELECT pg_notify(:channel, :payload)")
-
 
 def bundle_change_payload(
     *, user_pk: int, bundle_seq: int, source_id: str = "", source_bundle_id: int = 0
@@ -32,22 +28,3 @@ def bundle_change_payload(
     if source_bundle_id:
         body["source_bundle_id"] = source_bundle_id
     return msgspec.json.encode(body).decode("utf-8")
-
-
-async def notify_bundle_change(
-    conn: AsyncConnection,
-    channel: str,
-    *,
-    user_pk: int,
-    bundle_seq: int,
-    source_id: str,
-    source_bundle_id: int,
-) -> None:
-    """Queue the notification on ``channel``; it is sent if and when the transaction commits."""
-    payload = bundle_change_payload(
-        user_pk=user_pk,
-        bundle_seq=bundle_seq,
-        source_id=source_id,
-        source_bundle_id=source_bundle_id,
-    )
-    await conn.execute(_NOTIFY_SQL, {"channel": channel, "payload": payload})

@@ -410,7 +410,18 @@ async def _commit(
 
     async def writes() -> None:
         await _raise_on_conflict(conn, runtime, session, rows, versions)
-        await apply_staged_rows(conn, session.user_id, rows)
+        try:
+            await apply_staged_rows(conn, session.user_id, rows)
+        except DBAPIError as exc:
+            # Only the business-table writes can meet a registered table altered since
+            # bootstrap; the same SQLSTATE from the server's own statements is a server bug
+            # and stays an anonymous 500.
+            drift = schema_drift_reason(exc)
+            if drift is None:
+                raise
+            _log.error("push commit user=%s push=%s: %s", user_id, raw_push_id, drift,
+                       extra={"user": user_id, "push_id": raw_push_id})
+            raise PushSessionCommitFailedError(f"commit push session failed: {drift}") from exc
 
     bundle = await run_bundle(conn, service, context, writes)
     if bundle is None:
@@ -451,13 +462,6 @@ async def commit_push_session(
                     service, user_id, lambda conn: _commit(conn, service, user_id, push_id)
                 )
             except DBAPIError as exc:
-                drift = schema_drift_reason(exc)
-                if drift is not None:
-                    _log.error("push commit user=%s push=%s: %s", user_id, push_id, drift,
-                               extra={"user": user_id, "push_id": push_id})
-                    raise PushSessionCommitFailedError(
-                        f"commit push session failed: {drift}"
-                    ) from exc
                 reason = client_data_reason(exc)
                 if reason is None:
                     raise

@@ -25,7 +25,6 @@ __all__ = [
     "source_record",
     "SourceState",
     "SourceStateRecord",
-    "activate_source",
     "load_source_state",
     "next_expected_source_bundle_id",
     "reserve_source",
@@ -67,19 +66,6 @@ _SELECT: Final = (
 _LOAD_SQL: Final = text(_SELECT)
 _LOAD_FOR_UPDATE_SQL: Final = text(_SELECT + " FOR UPDATE")
 
-# One round trip on the commit path: insert or advance, unless the row is retired, in which case
-# nothing is returned and the caller reports the retirement. GREATEST keeps the watermark
-# monotonic even if a caller ever activated an older id.
-_ACTIVATE_SQL: Final = text(
-    "INSERT INTO sync.source_state AS s (user_pk, source_id, state, "
-    "max_committed_source_bundle_id, replaced_by_source_id, retirement_reason) "
-    "VALUES (:user_pk, :source_id, 'active', :source_bundle_id, '', '') "
-    "ON CONFLICT (user_pk, source_id) DO UPDATE SET state = 'active', "
-    "max_committed_source_bundle_id = GREATEST(s.max_committed_source_bundle_id, "
-    "EXCLUDED.max_committed_source_bundle_id), replaced_by_source_id = '', "
-    "retirement_reason = '' WHERE s.state <> 'retired' "
-    "RETURNING max_committed_source_bundle_id"
-)
 _RESERVE_SQL: Final = text(
     "INSERT INTO sync.source_state (user_pk, source_id, state, "
     "max_committed_source_bundle_id, replaced_by_source_id, retirement_reason) "
@@ -147,28 +133,6 @@ async def next_expected_source_bundle_id(
     if record.state is SourceState.RETIRED:
         raise retired_error(user_id, record)
     return record.next_expected_source_bundle_id, record.max_committed_source_bundle_id
-
-
-async def activate_source(
-    conn: AsyncConnection, user_pk: int, user_id: str, source_id: str, source_bundle_id: int
-) -> int:
-    """Record ``source_bundle_id`` as committed by ``source_id``; returns the new watermark.
-
-    Absent or reserved sources become ``active``; the watermark never moves backwards. A retired
-    source raises :class:`SourceRetiredError`, which rolls the bundle back.
-    """
-    watermark = (
-        await conn.execute(
-            _ACTIVATE_SQL,
-            {"user_pk": user_pk, "source_id": source_id, "source_bundle_id": source_bundle_id},
-        )
-    ).scalar_one_or_none()
-    if watermark is not None:
-        return int(watermark)
-    record = await load_source_state(conn, user_pk, source_id)
-    if record is None:  # pragma: no cover - the upsert either returns a row or hit a retired one
-        raise AssertionError(f"source_state row for {source_id} vanished during activation")
-    raise retired_error(user_id, record)
 
 
 async def reserve_source(conn: AsyncConnection, user_pk: int, source_id: str) -> None:
