@@ -1,18 +1,25 @@
 """Per-user serialisation and transient-error retries (SERVER.md §3.6, §2.3).
 
 Every writer for one user (connect, push create/chunk/commit, ``within_sync_bundle``,
-``ScopeManager.exec_write``) first takes a *session-level* advisory lock keyed by
-``hashtextextended(user_id, 0)`` on a dedicated pooled connection, then runs its transaction on
-that same connection. Hashing in SQL (not in Python) keeps a Go and a Python server mutually
-exclusive on a shared database.
+``ScopeManager.exec_write``) holds an advisory lock keyed by ``hashtextextended(user_id, 0)``
+for its whole transaction. Hashing in SQL (not in Python) keeps a Go and a Python server
+mutually exclusive on a shared database: PostgreSQL's session-level and transaction-level
+advisory locks on one key block each other, so Go's session lock and ours exclude each other.
 
-A session-level lock outlives the transaction, so a connection that could not be unlocked must
-never go back to the pool: it is invalidated instead, which closes it and thereby releases the
-lock server-side.
+Writers (:func:`user_transaction`) take the *transaction-level* lock as the statement right
+after ``BEGIN``, sent together with ``BEGIN`` (and ``SET LOCAL lock_timeout`` / ``SET
+CONSTRAINTS ALL DEFERRED`` when asked for) as one simple-protocol message, and COMMIT releases
+it. §3.6 describes Go's session lock taken before ``BEGIN`` and released after the transaction;
+for a READ COMMITTED transaction, whose every statement takes a fresh snapshot, the two are
+equivalent, and ours costs one round trip instead of four (lock, ``BEGIN``, unlock and the
+separate ``SET``). Under load the server spends most of a small push waiting on PostgreSQL
+sockets, so round trips are what a push costs.
 
-Lock and unlock go straight to the driver outside any transaction: one round trip each, where
-SQLAlchemy's autobegin would wrap each in its own ``BEGIN``/``COMMIT`` (three round trips) for
-a statement that needs no transaction at all.
+REPEATABLE READ readers that need the lock (snapshot creation, :func:`user_lock`) keep the
+session lock taken before ``BEGIN``: there the snapshot is taken by the first statement, and a
+lock acquired inside that statement would come after the snapshot. A session-level lock outlives
+the transaction, so a connection that could not be unlocked must never go back to the pool: it
+is invalidated instead, which closes it and thereby releases the lock server-side.
 """
 
 from __future__ import annotations
@@ -33,7 +40,6 @@ __all__ = [
     "UNLOCK_TIMEOUT_SECONDS",
     "is_retryable_error",
     "run_with_retry",
-    "set_lock_timeout",
     "sqlstate_of",
     "user_lock",
     "user_transaction",
@@ -50,6 +56,9 @@ RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01", "55P03"})
 UNLOCK_TIMEOUT_SECONDS: Final = 5.0
 
 _LOCK_SQL: Final = "SELECT pg_advisory_lock(hashtextextended($1, 0))"
+_XACT_LOCK_SQL: Final = "SELECT pg_advisory_xact_lock(hashtextextended(:user_id, 0))"
+_BEGIN_SQL: Final = "BEGIN ISOLATION LEVEL READ COMMITTED"
+_DEFER_SQL: Final = "SET CONSTRAINTS ALL DEFERRED"
 _UNLOCK_SQL: Final = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
 
 
@@ -100,19 +109,13 @@ async def run_with_retry(
     raise AssertionError("unreachable")  # pragma: no cover - the loop always returns or raises
 
 
-async def set_lock_timeout(conn: AsyncConnection, duration: timedelta | float) -> None:
-    """``SET LOCAL lock_timeout`` for the running transaction; non-positive values do nothing.
-
-    A float is seconds. ``set_config(..., true)`` is used because ``SET`` takes no bind
-    parameters.
-    """
+def _lock_timeout_millis(duration: timedelta | float | None) -> int | None:
+    if duration is None:
+        return None
     seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
     if seconds <= 0:
-        return
-    millis = max(int(seconds * 1000), 1)
-    await conn.execute(
-        text("SELECT set_config('lock_timeout', :value, true)"), {"value": f"{millis}ms"}
-    )
+        return None
+    return max(int(seconds * 1000), 1)
 
 
 async def _driver(conn: AsyncConnection) -> Any:
@@ -171,18 +174,107 @@ async def user_lock(engine: AsyncEngine, user_id: str) -> AsyncIterator[AsyncCon
             await _release(conn, user_id)
 
 
+def _escape_literal(value: str) -> str | None:
+    """``value`` as an ``E''`` string literal, or ``None`` if it holds a NUL byte.
+
+    ``E''`` strings treat backslashes the same way whatever ``standard_conforming_strings`` says.
+    A simple-protocol query is NUL-terminated text, so a NUL cannot be quoted at all; such an id
+    (which PostgreSQL's ``text`` cannot store either) takes the bind-parameter path, which fails
+    with PostgreSQL's own error.
+    """
+    if "\x00" in value:
+        return None
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _opening_sql(user_id: str, lock_timeout: timedelta | float | None, defer: bool) -> str | None:
+    """``BEGIN``, the user's transaction lock and the ``SET`` s, as one simple query."""
+    literal = _escape_literal(user_id)
+    if literal is None:
+        return None
+    # The lock comes before SET LOCAL lock_timeout: waiting for the user's other writer is
+    # serialisation, not a blocked row, and must not time out.
+    statements = [_BEGIN_SQL, f"SELECT pg_advisory_xact_lock(hashtextextended({literal}, 0))"]
+    millis = _lock_timeout_millis(lock_timeout)
+    if millis is not None:
+        statements.append(f"SET LOCAL lock_timeout = '{millis}ms'")
+    if defer:
+        statements.append(_DEFER_SQL)
+    return "; ".join(statements)
+
+
+async def _open(
+    conn: AsyncConnection, user_id: str, lock_timeout: timedelta | float | None, defer: bool
+) -> None:
+    opening = _opening_sql(user_id, lock_timeout, defer)
+    raw = await _driver(conn)
+    if opening is not None:
+        await raw.execute(opening)
+        return
+    await raw.execute(_BEGIN_SQL)
+    await conn.execute(text(_XACT_LOCK_SQL), {"user_id": user_id})
+
+
+async def _finish(conn: AsyncConnection, *, commit: bool) -> None:
+    """COMMIT (errors raised, translated by SQLAlchemy) or ROLLBACK (errors swallowed).
+
+    The connection runs in SQLAlchemy's AUTOCOMMIT mode, so the pool's reset-on-return would
+    not end a transaction left open here: whenever the outcome is unknown, the connection is
+    invalidated instead of going back to the pool.
+    """
+    if conn.closed or conn.invalidated:
+        return
+    try:
+        async with asyncio.timeout(None if commit else UNLOCK_TIMEOUT_SECONDS):
+            await conn.exec_driver_sql("COMMIT" if commit else "ROLLBACK")
+    except BaseException:
+        if conn.invalidated or not await _is_idle(conn):
+            await _invalidate_quietly(conn)
+        if commit:
+            raise
+        _log.warning("rollback failed; connection discarded", exc_info=True)
+
+
+async def _is_idle(conn: AsyncConnection) -> bool:
+    try:
+        raw = await _driver(conn)
+        return not (raw.is_closed() or raw.is_in_transaction())
+    except Exception:
+        return False
+
+
 @asynccontextmanager
 async def user_transaction(
-    engine: AsyncEngine, user_id: str, *, lock_timeout: timedelta | float | None = None
+    engine: AsyncEngine,
+    user_id: str,
+    *,
+    lock_timeout: timedelta | float | None = None,
+    defer_constraints: bool = False,
 ) -> AsyncIterator[AsyncConnection]:
-    """Lock ``user_id``, then run one READ COMMITTED transaction on the locked connection.
+    """Run one READ COMMITTED transaction holding ``user_id`` 's lock (see the module docstring).
 
     The transaction commits when the block exits normally and rolls back on an exception; the
-    user lock is released after either. ``lock_timeout`` (seconds or a timedelta) applies
-    ``SET LOCAL lock_timeout`` to the transaction, so a blocked row lock fails with SQLSTATE
+    lock ends with it. ``lock_timeout`` (seconds or a timedelta) applies ``SET LOCAL
+    lock_timeout`` after the user lock is held, so a blocked row lock fails with SQLSTATE
     ``55P03`` (retryable, see :func:`run_with_retry`) instead of waiting forever.
+    ``defer_constraints`` defers every deferrable constraint (a bundle may then write parents
+    and children in any order; violations surface at COMMIT, as SQLAlchemy errors).
+
+    The yielded connection is in SQLAlchemy's AUTOCOMMIT mode over a transaction opened by
+    hand, so that ``BEGIN`` can travel with the lock: do not ``commit()`` or ``begin()`` on it.
+    Savepoints (``begin_nested``) work as usual.
     """
-    async with user_lock(engine, user_id) as conn, conn.begin():
-        if lock_timeout is not None:
-            await set_lock_timeout(conn, lock_timeout)
-        yield conn
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            await _open(conn, user_id, lock_timeout, defer_constraints)
+        except BaseException:
+            # Cancelled or failed while waiting for the lock: the transaction state is unknown.
+            await _finish(conn, commit=False)
+            raise
+        try:
+            yield conn
+        except BaseException:
+            await _finish(conn, commit=False)
+            raise
+        await _finish(conn, commit=True)

@@ -58,7 +58,7 @@ from oversync_sa.server.upload_support import (
     unexpected_as,
     upload_transaction,
 )
-from oversync_sa.server.writes import defer_constraints, run_bundle
+from oversync_sa.server.writes import run_bundle
 from oversync_sa.wire.keys import KeyKind, Op, key_text
 from oversync_sa.wire.models import PushSessionCommitResponse
 
@@ -388,9 +388,6 @@ async def _commit(
     runtime = service.runtime
     if parse_push_id(raw_push_id) is None:
         checked_session(None, raw_push_id, user_id)
-    # First, so that it opens the transaction the driver-level load below runs in; it only
-    # affects deferrable (business-table) constraints, none of which the load touches.
-    await defer_constraints(conn)
     loaded = await _load_staged_rows(conn, raw_push_id, user_id, runtime)
     session, source, rows, versions = loaded.session, loaded.source, loaded.rows, loaded.versions
     seed_scope: ScopeRecord | None = None
@@ -459,7 +456,8 @@ async def commit_push_session(
         async with service.operation():
             try:
                 response = await upload_transaction(
-                    service, user_id, lambda conn: _commit(conn, service, user_id, push_id)
+                    service, user_id, lambda conn: _commit(conn, service, user_id, push_id),
+                    defer_constraints=True,
                 )
             except DBAPIError as exc:
                 reason = client_data_reason(exc)

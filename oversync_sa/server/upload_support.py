@@ -53,19 +53,24 @@ async def upload_transaction(
     body: Callable[[AsyncConnection], Awaitable[_T]],
     *,
     retry: bool = True,
+    defer_constraints: bool = False,
 ) -> _T:
     """Run ``body`` in one locked transaction of ``user_id`` and commit it.
 
     The transaction commits when ``body`` returns (also when it returns a replay answer such as
     ``already_committed``) and rolls back when it raises. Each retry opens a fresh transaction
     and re-runs ``body`` from the start, so ``body`` must not keep state across calls. Connect
-    passes ``retry=False`` (§4.2 runs exactly one transaction).
+    passes ``retry=False`` (§4.2 runs exactly one transaction). ``defer_constraints`` defers
+    every deferrable constraint from the start (push commit's business writes).
     """
     config = service.config
     lock_timeout = config.upload_lock_timeout if config.upload_lock_timeout_enabled else None
 
     async def attempt() -> _T:
-        async with user_transaction(service.engine, user_id, lock_timeout=lock_timeout) as conn:
+        async with user_transaction(
+            service.engine, user_id, lock_timeout=lock_timeout,
+            defer_constraints=defer_constraints,
+        ) as conn:
             return await body(conn)
 
     return await run_with_retry(

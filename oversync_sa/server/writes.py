@@ -6,11 +6,11 @@ All bundle-producing entry points share one skeleton::
     -> source sequence check (locked) -> bundle context -> business writes
     -> finalise -> activate source -> retention -> commit
 
-:func:`user_transaction` (locks) covers the first two steps, :mod:`.scope` the third, and
-:func:`run_bundle` everything from the bundle context to retention. The push commit reuses
-:func:`run_bundle` with its staged-row apply as the ``writes`` step; only the policy around it
-(which scope states are allowed, which sequence error is raised, what an empty bundle means)
-differs per entry point.
+:func:`user_transaction` (locks) covers the first two steps and the deferral, :mod:`.scope`
+the third, and :func:`run_bundle` everything from the bundle context to retention. The push
+commit reuses :func:`run_bundle` with its staged-row apply as the ``writes`` step; only the
+policy around it (which scope states are allowed, which sequence error is raised, what an
+empty bundle means) differs per entry point.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from oversync_sa.errors import (
@@ -51,14 +50,11 @@ __all__ = [
     "ScopeManager",
     "ScopeWriteInvalidError",
     "ScopeWriteResult",
-    "defer_constraints",
     "run_bundle",
     "within_sync_bundle",
 ]
 
 _log = logging.getLogger("oversync_sa.server.writes")
-
-_DEFER_SQL: Final = text("SET CONSTRAINTS ALL DEFERRED")
 
 
 class ScopeWriteInvalidError(OversyncError, ValueError):
@@ -148,14 +144,6 @@ def _single_schema(service: SyncService) -> str:
     return schemas.pop()
 
 
-async def defer_constraints(conn: AsyncConnection) -> None:
-    """Defer every deferrable constraint so a bundle may write parents and children in any order.
-
-    Deferred FK violations then surface at COMMIT.
-    """
-    await conn.execute(_DEFER_SQL)
-
-
 async def run_bundle(
     conn: AsyncConnection,
     service: SyncService,
@@ -214,8 +202,10 @@ async def _bundle_body(
     callback: BundleCallback,
     model_schema: str | None,
 ) -> CommittedBundle | None:
-    """Steps 3-6 of ``WithinSyncBundle`` on an already locked, checked scope."""
-    await defer_constraints(conn)
+    """Steps 3-6 of ``WithinSyncBundle`` on an already locked, checked scope.
+
+    The caller's :func:`user_transaction` deferred the constraints.
+    """
     await _check_source_sequence(conn, scope, source)
     writer = BundleWriter(service, conn, scope, source, model_schema)
 
@@ -268,7 +258,9 @@ async def within_sync_bundle(
     number is consumed and ``None`` is returned.
     """
     _validate(user_id, source, callback)
-    async with service.operation(), user_transaction(service.engine, user_id) as conn:
+    async with service.operation(), user_transaction(
+        service.engine, user_id, defer_constraints=True
+    ) as conn:
         scope = require_initialized(await lock_scope(conn, user_id), user_id)
         return await _bundle_body(conn, service, scope, source, callback, model_schema)
 
@@ -303,7 +295,9 @@ class ScopeManager:
         if callback is None:
             raise ScopeWriteInvalidError("callback is required")
         service = self._service
-        async with service.operation(), user_transaction(service.engine, scope_id) as conn:
+        async with service.operation(), user_transaction(
+            service.engine, scope_id, defer_constraints=True
+        ) as conn:
             scope = await lock_scope(conn, scope_id)
             auto_initialized = False
             if scope.state is ScopeState.UNINITIALIZED:

@@ -6,8 +6,10 @@ import asyncio
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from oversync_sa.server.locks import (
     is_retryable_error,
@@ -130,3 +132,169 @@ async def test_run_with_retry_retries_only_retryable_errors(pg_engine: AsyncEngi
     with pytest.raises(ValueError, match="not a database"):
         await run_with_retry(broken, attempts=5, backoff=0.001)
     assert calls == 1
+
+
+# --- the transaction-level lock sent with BEGIN (one round trip) -------------------------------
+
+
+async def _backend_state(url: URL, pid: int) -> str | None:
+    """``pid`` 's state, seen from a connection outside the engine's pool."""
+    checker = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with checker.connect() as conn:
+            state = await conn.scalar(
+                sa.text("SELECT state FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+            )
+    finally:
+        await checker.dispose()
+    return None if state is None else str(state)
+
+
+@pytest.mark.parametrize("user", ["o'brien", "back\\slash", "mixed\\'\"$$--;", "üñí ✓"])
+async def test_quoted_user_ids_lock_their_own_key(pg_engine: AsyncEngine, user: str) -> None:
+    async with user_transaction(pg_engine, user) as conn:
+        assert await _held_elsewhere(pg_engine, user)
+        assert not await _held_elsewhere(pg_engine, user + "x")
+        assert await conn.scalar(sa.text("SELECT 1")) == 1
+    assert not await _held_elsewhere(pg_engine, user)
+
+
+async def test_nul_in_user_id_fails_with_postgres_error_and_leaves_no_transaction(
+    pg_engine: AsyncEngine,
+) -> None:
+    with pytest.raises(DBAPIError):
+        async with user_transaction(pg_engine, "a\x00b"):
+            pytest.fail("the body must not run")
+    # Every pooled connection is idle, none holds a transaction.
+    async with pg_engine.connect() as conn:
+        busy = await conn.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state <> 'idle'"
+            )
+        )
+    assert busy == 0
+
+
+async def test_connection_goes_back_to_the_pool_transactional_again(
+    pg_engine: AsyncEngine,
+) -> None:
+    async with user_transaction(pg_engine, "alice") as conn:
+        pid = await conn.scalar(sa.text("SELECT pg_backend_pid()"))
+        await conn.execute(sa.text("CREATE TABLE t_kept (x int)"))
+    assert await _backend_state(pg_engine.url, pid) == "idle"
+    # The pool's next user of that connection gets ordinary transactions, not AUTOCOMMIT.
+    for _ in range(6):
+        async with pg_engine.connect() as conn:
+            if await conn.scalar(sa.text("SELECT pg_backend_pid()")) != pid:
+                continue
+            await conn.execute(sa.text("INSERT INTO t_kept VALUES (1)"))
+            await conn.rollback()
+            assert await conn.scalar(sa.text("SELECT count(*) FROM t_kept")) == 0
+            break
+    else:
+        pytest.fail("the pooled connection was not handed out again")
+
+
+async def test_deferred_constraints_fail_at_commit_as_sqlalchemy_errors(
+    pg_engine: AsyncEngine,
+) -> None:
+    async with pg_engine.begin() as setup:
+        await setup.execute(sa.text("CREATE TABLE p (id int PRIMARY KEY)"))
+        await setup.execute(
+            sa.text("CREATE TABLE c (id int, p int REFERENCES p DEFERRABLE INITIALLY IMMEDIATE)")
+        )
+    # Child before parent: fine when deferred.
+    async with user_transaction(pg_engine, "alice", defer_constraints=True) as conn:
+        await conn.execute(sa.text("INSERT INTO c VALUES (1, 7)"))
+        await conn.execute(sa.text("INSERT INTO p VALUES (7)"))
+    # A dangling child is refused at COMMIT, translated like any SQLAlchemy error.
+    with pytest.raises(IntegrityError) as info:
+        async with user_transaction(pg_engine, "alice", defer_constraints=True) as conn:
+            await conn.execute(sa.text("INSERT INTO c VALUES (2, 8)"))
+    assert sqlstate_of(info.value) == "23503"
+    assert not await _held_elsewhere(pg_engine, "alice")
+    # Without the option the same write fails at once.
+    with pytest.raises(IntegrityError):
+        async with user_transaction(pg_engine, "alice") as conn:
+            await conn.execute(sa.text("INSERT INTO c VALUES (3, 9)"))
+    async with pg_engine.connect() as conn:
+        assert await conn.scalar(sa.text("SELECT count(*) FROM c")) == 1
+
+
+async def test_lock_timeout_does_not_apply_to_waiting_for_the_user(
+    pg_engine: AsyncEngine,
+) -> None:
+    inside = asyncio.Event()
+
+    async def holder() -> None:
+        async with user_transaction(pg_engine, "alice"):
+            inside.set()
+            await asyncio.sleep(0.3)
+
+    async def waiter() -> str:
+        await inside.wait()
+        async with user_transaction(pg_engine, "alice", lock_timeout=0.05) as conn:
+            return str(await conn.scalar(sa.text("SELECT current_setting('lock_timeout')")))
+
+    _, setting = await asyncio.gather(holder(), waiter())
+    assert setting == "50ms"
+
+
+async def test_cancelled_while_waiting_for_the_lock_leaves_nothing_behind(
+    pg_engine: AsyncEngine,
+) -> None:
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with user_transaction(pg_engine, "alice"):
+            inside.set()
+            await release.wait()
+
+    holding = asyncio.create_task(holder())
+    await inside.wait()
+
+    async def waiter() -> None:
+        async with user_transaction(pg_engine, "alice"):
+            pytest.fail("must not get the lock while it is held")
+
+    waiting = asyncio.create_task(waiter())
+    await asyncio.sleep(0.2)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    release.set()
+    await holding
+    assert not await _held_elsewhere(pg_engine, "alice")
+    async with pg_engine.connect() as conn:
+        busy = await conn.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state <> 'idle'"
+            )
+        )
+    assert busy == 0
+    async with user_transaction(pg_engine, "alice") as conn:
+        assert await conn.scalar(sa.text("SELECT 1")) == 1
+
+
+async def test_commit_on_a_killed_connection_raises_and_discards_it(
+    pg_engine: AsyncEngine,
+) -> None:
+    pids: list[int] = []
+
+    async def killed_under_commit() -> None:
+        async with user_transaction(pg_engine, "alice") as conn:
+            pids.append(await conn.scalar(sa.text("SELECT pg_backend_pid()")))
+            async with pg_engine.connect() as killer:
+                await killer.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pids[0]})
+            await asyncio.sleep(0.1)
+
+    with pytest.raises(DBAPIError):
+        await killed_under_commit()
+    pid = pids[0]
+    assert not await _held_elsewhere(pg_engine, "alice")
+    for _ in range(3):
+        async with user_transaction(pg_engine, "alice") as conn:
+            assert await conn.scalar(sa.text("SELECT pg_backend_pid()")) != pid
