@@ -1,10 +1,19 @@
 """``GET /sync/pull`` (SERVER.md §6.2): complete committed bundles after a checkpoint.
 
-Everything runs in one REPEATABLE READ, READ ONLY transaction, so the head, the floor and every
-returned bundle come from one MVCC snapshot: a bundle committed while the reader runs is either
-entirely visible or not at all. The client freezes the ceiling across pages: the first page
-answers ``stable_bundle_seq`` (the head), later pages send it back as ``target_bundle_seq`` and
-never see bundles above it.
+A page is the scope row (head and retained floor) plus one page query. The page query is a
+single statement, so every bundle it returns is complete: a bundle committed while it runs is
+either entirely visible or not at all. The client freezes the ceiling across pages: the first
+page answers ``stable_bundle_seq`` (the head), later pages send it back as
+``target_bundle_seq`` and never see bundles above it.
+
+:func:`pull` reads both in one REPEATABLE READ, READ ONLY transaction. :func:`pull_encoded`
+(the HTTP path) runs them as two autocommit statements, two round trips instead of four
+(``BEGIN`` and ``COMMIT`` cost as much as the reads on a small pull): bundles up to the head
+read first are committed and never change, and bundles are gap-free per user, so the only
+thing that can happen in between is retention raising the floor and deleting bundles the page
+would have started with. The page query therefore reads the floor again in its own snapshot,
+and the §6.2 floor checks run again with it: a page that could have missed pruned bundles
+answers ``history_pruned``, exactly as it would have a moment later.
 
 A page is read with a single query, in one of two shapes: :func:`pull` builds the wire Structs
 (the stored canonical payload text goes in as :class:`msgspec.Raw` without being parsed), and
@@ -26,9 +35,12 @@ Go. The read is never retried, so ``attempt`` is always 1.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.errors import (
     HistoryPrunedError,
@@ -45,7 +57,6 @@ from oversync_sa.server.pull_encoded import (
 from oversync_sa.server.read_support import (
     ActorLike,
     bundle_row,
-    driver_connection,
     key_text_sql,
     read_transaction,
     require_actor,
@@ -149,6 +160,14 @@ class _PageShape(Protocol[R_co]):
 
     def empty(self, stable: int) -> R_co: ...
 
+    #: True: scope row and page query share a REPEATABLE READ transaction; False: the page
+    #: query re-reads the floor (:meth:`page_floor`) and both run as autocommit statements.
+    needs_transaction: bool
+
+    def page_floor(self, records: list[Any]) -> int | None:
+        """The retained floor the page query read, if it reads one."""
+        ...
+
     def build(
         self, stable: int, records: list[Any], runtime: SyncRuntime
     ) -> tuple[R_co, int]:
@@ -157,6 +176,9 @@ class _PageShape(Protocol[R_co]):
 
 
 class _Structs:
+    # An empty page has no row to carry the floor.
+    needs_transaction = True
+
     def query(self, runtime: SyncRuntime) -> tuple[str, tuple[Any, ...]]:
         return _STRUCT_PAGE_SQL, (uuid_table_ids(runtime.tables),)
 
@@ -165,6 +187,9 @@ class _Structs:
 
     def empty(self, stable: int) -> PullResponse:
         return PullResponse(stable_bundle_seq=stable, bundles=[], has_more=False)
+
+    def page_floor(self, records: list[Any]) -> int | None:
+        return None
 
     def build(
         self, stable: int, records: list[Any], runtime: SyncRuntime
@@ -177,6 +202,8 @@ class _Structs:
 
 
 class _Encoded:
+    needs_transaction = False
+
     # The page query aggregates the whole page into one row.
     def query(self, runtime: SyncRuntime) -> tuple[str, tuple[Any, ...]]:
         return ENCODED_PAGE_SQL, encoded_page_params(runtime)
@@ -186,6 +213,10 @@ class _Encoded:
 
     def empty(self, stable: int) -> EncodedPullPage:
         return build_encoded_page(stable, None)
+
+    def page_floor(self, records: list[Any]) -> int | None:
+        # The page is aggregated into exactly one row, also when it is empty.
+        return int(records[0][8])
 
     def build(
         self, stable: int, records: list[Any], runtime: SyncRuntime
@@ -282,7 +313,7 @@ async def _pull_page(
 ) -> tuple[R, int]:
     runtime = service.runtime
     with clock.stage("transaction", expected=_NOT_ERRORS) as transaction:
-        async with read_transaction(service.engine, read_only=True) as conn:
+        async with _page_connection(service, in_transaction=shape.needs_transaction) as conn:
             scope = require_initialized(await read_scope(conn, user_id), user_id)
             floor = scope.retained_bundle_floor
             with clock.stage("retained_floor_check") as stage:
@@ -295,11 +326,15 @@ async def _pull_page(
                 return shape.empty(stable), 0
             sql, params = shape.query(runtime)
             with clock.stage("list_bundle_seqs", expected=_NOT_ERRORS) as listing:
-                raw = await driver_connection(conn)
+                raw: Any = (await conn.get_raw_connection()).driver_connection
                 records = await raw.fetch(
                     sql, scope.user_pk, max(after, floor), stable, max_bundles, *params
                 )
                 listing.value = listed = shape.listed(records)
+            page_floor = shape.page_floor(records)
+            if page_floor is not None and page_floor != floor:
+                # Retention ran between the two statements (see the module docstring).
+                resolve_stable_bundle_seq(scope.head_bundle_seq, page_floor, after, target)
         transaction.value = min(listed, max_bundles)
     with clock.stage("load_bundles") as loading:
         response, bundles = shape.build(stable, records, runtime)
@@ -309,6 +344,19 @@ async def _pull_page(
         user_id, after, stable, bundles, listed,
     )
     return response, bundles
+
+
+@asynccontextmanager
+async def _page_connection(
+    service: SyncService, *, in_transaction: bool
+) -> AsyncIterator[AsyncConnection]:
+    if in_transaction:
+        async with read_transaction(service.engine, read_only=True) as conn:
+            yield conn
+        return
+    async with service.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
 
 
 def _assemble(records: list[Any], runtime: SyncRuntime) -> list[Bundle]:

@@ -80,7 +80,8 @@ _BUNDLE_JSON: Final = (
 #: $1 user_pk, $2 after, $3 stable, $4 max bundles, $5 uuid table ids, $6 row heads, $7 ops.
 #: One row: bundles listed (with the look-ahead), bundles in the page, rows in the page, the
 #: last bundle_seq, the first bundle whose rows do not all render (seq, rendered, stored; NULL
-#: when none) and the page's ``bundles`` array as JSON text.
+#: when none), the page's ``bundles`` array as JSON text, and the retained floor as this
+#: statement saw it (the page may be read outside a transaction; see ``pull._pull_page``).
 ENCODED_PAGE_SQL: Final = (
     "WITH picked AS ("
     " SELECT bundle_seq FROM sync.bundle_log"
@@ -105,7 +106,8 @@ ENCODED_PAGE_SQL: Final = (
     " min(bundle_seq) FILTER (WHERE rendered <> row_count),"
     " (array_agg(rendered) FILTER (WHERE rendered <> row_count))[1],"
     " (array_agg(row_count) FILTER (WHERE rendered <> row_count))[1],"
-    " '[' || coalesce(string_agg(json, ','), '') || ']'"
+    " '[' || coalesce(string_agg(json, ','), '') || ']',"
+    " (SELECT retained_bundle_floor FROM sync.user_state WHERE user_pk = $1)"
     " FROM page"
 )
 
@@ -122,7 +124,7 @@ def build_encoded_page(stable: int, record: Any | None) -> EncodedPullPage:
     """
     if record is None:
         record = (0, 0, 0, 0, None, None, None, "[]")
-    listed, bundles, rows, last, bad_seq, bad_rendered, bad_stored, body = record
+    listed, bundles, rows, last, bad_seq, bad_rendered, bad_stored, body = record[:8]
     if bad_seq is not None:
         # Missing rows, an unknown table_id or op_code: never hand out a partial bundle.
         raise PullFailedError(

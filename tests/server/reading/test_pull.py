@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
+import msgspec
 import pytest
 
 from oversync_sa.errors import (
@@ -13,8 +15,13 @@ from oversync_sa.errors import (
     ScopeInitializingError,
     ScopeUninitializedError,
 )
-from oversync_sa.server import SyncService
-from oversync_sa.server.pull import pull, resolve_stable_bundle_seq
+from oversync_sa.server import SyncService, pull as pull_module
+from oversync_sa.server.pull import (
+    EncodedPullPage,
+    pull,
+    pull_encoded,
+    resolve_stable_bundle_seq,
+)
 from oversync_sa.wire.hashing import bundle_hash_of_received_rows
 from oversync_sa.wire.models import PullResponse
 from tests.server.reading._support import Actor, execute, note_inserts, scalar, set_floor, write
@@ -215,3 +222,78 @@ async def test_concurrent_commits_never_yield_partial_bundles(service: SyncServi
     assert ceilings == sorted(ceilings)
     assert seen == list(range(1, len(seen) + 1))
     assert committed > 0
+
+
+# --- pull_encoded reads the scope and the page as two autocommit statements -------------------
+
+
+def _prune_after_scope_read(
+    monkeypatch: pytest.MonkeyPatch, service: SyncService, floor: int
+) -> None:
+    """Let retention prune through ``floor`` right after the pull has read the scope row."""
+    real = pull_module.read_scope
+
+    async def read_then_prune(conn: Any, user_id: str) -> Any:
+        scope = await real(conn, user_id)
+        await execute(
+            service.engine,
+            "DELETE FROM sync.bundle_rows WHERE user_pk = "
+            "(SELECT user_pk FROM sync.user_state WHERE user_id = :u) AND bundle_seq <= :f",
+            "DELETE FROM sync.bundle_log WHERE user_pk = "
+            "(SELECT user_pk FROM sync.user_state WHERE user_id = :u) AND bundle_seq <= :f",
+            "UPDATE sync.user_state SET retained_bundle_floor = :f WHERE user_id = :u",
+            u=user_id,
+            f=floor,
+        )
+        return scope
+
+    monkeypatch.setattr(pull_module, "read_scope", read_then_prune)
+
+
+def _encoded_seqs(page: EncodedPullPage) -> list[int]:
+    body = msgspec.json.decode(msgspec.json.encode(page.wire))
+    return [b["bundle_seq"] for b in body["bundles"]]
+
+
+async def test_prune_between_scope_and_page_answers_history_pruned(
+    service: SyncService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _commit(service, "alice", 4)
+    _prune_after_scope_read(monkeypatch, service, 2)
+    before = await _pruned_count(service)
+    # Bundle 2 was deleted under the page: without the second floor check the page would
+    # silently start at 3.
+    with pytest.raises(HistoryPrunedError, match="at or below the retained floor 2"):
+        await pull_encoded(service, ALICE, after_bundle_seq=1)
+    assert await _pruned_count(service) == before + 1
+
+
+async def test_prune_between_scope_and_page_below_the_checkpoint_is_harmless(
+    service: SyncService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _commit(service, "alice", 4)
+    _prune_after_scope_read(monkeypatch, service, 2)
+    page = await pull_encoded(service, ALICE, after_bundle_seq=3)
+    assert (page.stable_bundle_seq, _encoded_seqs(page)) == (4, [4])
+    # A fresh reader (after 0) starts above whatever the floor is by then.
+    _prune_after_scope_read(monkeypatch, service, 3)
+    page = await pull_encoded(service, ALICE)
+    assert (page.stable_bundle_seq, _encoded_seqs(page)) == (4, [4])
+
+
+async def test_prune_of_the_whole_page_range_answers_history_pruned(
+    service: SyncService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _commit(service, "alice", 4)
+    _prune_after_scope_read(monkeypatch, service, 4)
+    with pytest.raises(HistoryPrunedError, match="stable bundle_seq 4"):
+        await pull_encoded(service, ALICE)
+
+
+async def test_struct_pull_keeps_one_snapshot(
+    service: SyncService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _commit(service, "alice", 4)
+    _prune_after_scope_read(monkeypatch, service, 2)
+    # The REPEATABLE READ snapshot was taken by the scope read: the page still sees bundle 2.
+    assert _seqs(await pull(service, ALICE, after_bundle_seq=1)) == [2, 3, 4]
