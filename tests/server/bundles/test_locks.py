@@ -298,3 +298,18 @@ async def test_commit_on_a_killed_connection_raises_and_discards_it(
     for _ in range(3):
         async with user_transaction(pg_engine, "alice") as conn:
             assert await conn.scalar(sa.text("SELECT pg_backend_pid()")) != pid
+
+
+async def test_session_unlock_refuses_a_transaction_opened_behind_sqlalchemy(
+    pg_engine: AsyncEngine,
+) -> None:
+    async with user_lock(pg_engine, "alice") as conn:
+        pid = await conn.scalar(sa.text("SELECT pg_backend_pid()"))
+        await conn.commit()
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        await raw.execute("BEGIN")
+    # The unlock would have run inside that transaction: the connection was discarded instead,
+    # which ended its session and released the lock.
+    assert not await _held_elsewhere(pg_engine, "alice")
+    assert await _backend_state(pg_engine.url, pid) is None
