@@ -45,6 +45,15 @@ def _row(table: str, key: Any, payload: Any, op: Op = Op.UPDATE) -> BundleRow:
     return BundleRow(schema="app", table=table, key=key, op=op, row_version=3, payload=raw)
 
 
+def _update_row(**changes: Any) -> BundleRow:
+    """A valid ``notes`` UPDATE with ``changes`` applied (to break one field at a time)."""
+    fields: dict[str, Any] = {
+        "schema": "app", "table": "notes", "key": {"id": "k"}, "op": Op.UPDATE,
+        "row_version": 3, "payload": msgspec.Raw(b"{}"),
+    }
+    return BundleRow(**{**fields, **changes})
+
+
 def _expected(rows: list[BundleRow]) -> dict[str, dict[str, Any]]:
     infos = {TEXT.name: TEXT, BLOBS.name: BLOBS}
     out: dict[str, dict[str, Any]] = {}
@@ -202,39 +211,9 @@ def _page(*rows: BundleRow) -> PullResponse:
     ("bad", "message"),
     [
         (_row("notes", {"id": "k"}, {"id": "k"}), None),
-        (
-            BundleRow(
-                schema="",
-                table="notes",
-                key={"id": "k"},
-                op=Op.UPDATE,
-                row_version=3,
-                payload=msgspec.Raw(b"{}"),
-            ),
-            "has an invalid row for 'notes'",
-        ),
-        (
-            BundleRow(
-                schema="app",
-                table="notes",
-                key={},
-                op=Op.UPDATE,
-                row_version=3,
-                payload=msgspec.Raw(b"{}"),
-            ),
-            "has an invalid row for 'notes'",
-        ),
-        (
-            BundleRow(
-                schema="app",
-                table="notes",
-                key={"id": "k"},
-                op=Op.UPDATE,
-                row_version=0,
-                payload=msgspec.Raw(b"{}"),
-            ),
-            "has an invalid row for 'notes'",
-        ),
+        (_update_row(schema=""), "has an invalid row for 'notes'"),
+        (_update_row(key={}), "has an invalid row for 'notes'"),
+        (_update_row(row_version=0), "has an invalid row for 'notes'"),
         (_row("notes", {"id": "k"}, None, Op.UPDATE), "UPDATE row for 'notes' lacks payload"),
         (_row("notes", {"id": "k"}, None, Op.DELETE), None),
     ],

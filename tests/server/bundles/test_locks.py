@@ -150,6 +150,19 @@ async def _backend_state(url: URL, pid: int) -> str | None:
     return None if state is None else str(state)
 
 
+async def _busy_backends(engine: AsyncEngine) -> int:
+    """Other backends of this database that are not idle (e.g. left inside a transaction)."""
+    async with engine.connect() as conn:
+        return int(
+            await conn.scalar(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND state <> 'idle'"
+                )
+            )
+        )
+
+
 @pytest.mark.parametrize("user", ["o'brien", "back\\slash", "mixed\\'\"$$--;", "üñí ✓"])
 async def test_quoted_user_ids_lock_their_own_key(pg_engine: AsyncEngine, user: str) -> None:
     async with user_transaction(pg_engine, user) as conn:
@@ -166,14 +179,7 @@ async def test_nul_in_user_id_fails_with_postgres_error_and_leaves_no_transactio
         async with user_transaction(pg_engine, "a\x00b"):
             pytest.fail("the body must not run")
     # Every pooled connection is idle, none holds a transaction.
-    async with pg_engine.connect() as conn:
-        busy = await conn.scalar(
-            sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND state <> 'idle'"
-            )
-        )
-    assert busy == 0
+    assert await _busy_backends(pg_engine) == 0
 
 
 async def test_connection_goes_back_to_the_pool_transactional_again(
@@ -267,14 +273,7 @@ async def test_cancelled_while_waiting_for_the_lock_leaves_nothing_behind(
     release.set()
     await holding
     assert not await _held_elsewhere(pg_engine, "alice")
-    async with pg_engine.connect() as conn:
-        busy = await conn.scalar(
-            sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND state <> 'idle'"
-            )
-        )
-    assert busy == 0
+    assert await _busy_backends(pg_engine) == 0
     async with user_transaction(pg_engine, "alice") as conn:
         assert await conn.scalar(sa.text("SELECT 1")) == 1
 
