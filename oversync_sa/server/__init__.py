@@ -8,6 +8,7 @@ from oversync_sa.server.actor import Actor
 from oversync_sa.server.config import BundleChangeWatchConfig, RegisteredTable, ServiceConfig
 from oversync_sa.server.finalize import CommittedBundle
 from oversync_sa.server.lifecycle import ServiceClosedError, ServiceState
+from oversync_sa.server.locks import TransactionControlError
 from oversync_sa.server.retention import PruneProgress
 from oversync_sa.server.runtime_info import RuntimeTable, SyncRuntime
 from oversync_sa.server.service import SyncService
@@ -37,5 +38,6 @@ __all__ = [
     "ServiceState",
     "SyncRuntime",
     "SyncService",
+    "TransactionControlError",
     "within_sync_bundle",
 ]

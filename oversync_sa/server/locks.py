@@ -31,12 +31,16 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from oversync_sa.errors import OversyncError
+
 __all__ = [
     "RETRYABLE_SQLSTATES",
+    "TransactionControlError",
     "UNLOCK_TIMEOUT_SECONDS",
     "is_retryable_error",
     "run_with_retry",
@@ -48,6 +52,15 @@ __all__ = [
 _log = logging.getLogger("oversync_sa.server.locks")
 
 _T = TypeVar("_T")
+
+
+class TransactionControlError(OversyncError, RuntimeError):
+    """Code running inside a bundle transaction called ``commit()`` or ``rollback()``.
+
+    The transaction belongs to oversync_sa (it commits with the bundle's finalisation, or rolls
+    back when the callback raises). The whole transaction was rolled back; to abandon a bundle,
+    raise an exception from the callback instead.
+    """
 
 #: serialization_failure, deadlock_detected, lock_not_available (also raised by lock_timeout).
 RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01", "55P03"})
@@ -228,7 +241,11 @@ async def _finish(conn: AsyncConnection, *, commit: bool) -> None:
         async with asyncio.timeout(None if commit else UNLOCK_TIMEOUT_SECONDS):
             await conn.exec_driver_sql("COMMIT" if commit else "ROLLBACK")
     except BaseException:
-        if conn.invalidated or not await _is_idle(conn):
+        # A COMMIT the server refused (a deferred foreign key) leaves the session idle and the
+        # connection reusable. Anything else - a failed ROLLBACK, a COMMIT cut off - may leave
+        # the transaction open; the driver's status cannot tell while a cancelled statement is
+        # still winding down, so the connection is discarded.
+        if not commit or conn.invalidated or not await _is_idle(conn):
             await _invalidate_quietly(conn)
         if commit:
             raise
@@ -241,6 +258,35 @@ async def _is_idle(conn: AsyncConnection) -> bool:
         return not (raw.is_closed() or raw.is_in_transaction())
     except Exception:
         return False
+
+
+class _ControlGuard:
+    """Records ``commit()`` / ``rollback()`` calls on the connection while the body runs.
+
+    In AUTOCOMMIT mode SQLAlchemy would turn them into no-ops at the database (an ORM session's
+    ``rollback()`` included), so a callback that meant to undo its writes would see them
+    committed. Recording instead of raising keeps the original error when SQLAlchemy rolls
+    back on its own after a failed flush.
+    """
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._target: Connection = conn.sync_connection  # type: ignore[assignment]
+        self.calls: list[str] = []
+
+    def _commit(self, _conn: Connection) -> None:
+        self.calls.append("commit()")
+
+    def _rollback(self, _conn: Connection) -> None:
+        self.calls.append("rollback()")
+
+    def __enter__(self) -> _ControlGuard:
+        event.listen(self._target, "commit", self._commit)
+        event.listen(self._target, "rollback", self._rollback)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        event.remove(self._target, "commit", self._commit)
+        event.remove(self._target, "rollback", self._rollback)
 
 
 @asynccontextmanager
@@ -261,20 +307,30 @@ async def user_transaction(
     and children in any order; violations surface at COMMIT, as SQLAlchemy errors).
 
     The yielded connection is in SQLAlchemy's AUTOCOMMIT mode over a transaction opened by
-    hand, so that ``BEGIN`` can travel with the lock: do not ``commit()`` or ``begin()`` on it.
-    Savepoints (``begin_nested``) work as usual.
+    hand, so that ``BEGIN`` can travel with the lock. Savepoints (``begin_nested``) work as
+    usual; a ``commit()`` or ``rollback()`` on the connection (or on an ORM session joined to
+    it) rolls the whole transaction back and raises :class:`TransactionControlError`.
     """
     async with engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
             await _open(conn, user_id, lock_timeout, defer_constraints)
         except BaseException:
-            # Cancelled or failed while waiting for the lock: the transaction state is unknown.
-            await _finish(conn, commit=False)
+            # Cancelled or failed while waiting for the lock: whether BEGIN or the lock took
+            # effect is unknown, and closing the session is the one way to be sure of neither.
+            await _invalidate_quietly(conn)
             raise
         try:
-            yield conn
+            with _ControlGuard(conn) as guard:
+                yield conn
         except BaseException:
             await _finish(conn, commit=False)
             raise
+        if guard.calls:
+            await _finish(conn, commit=False)
+            raise TransactionControlError(
+                f"{' and '.join(dict.fromkeys(guard.calls))} called inside the sync transaction "
+                f"of user {user_id!r}; it was rolled back. Raise an exception from the callback "
+                "to abandon a bundle; oversync_sa commits it."
+            )
         await _finish(conn, commit=True)

@@ -46,6 +46,7 @@ from oversync_sa.errors import (
     HistoryPrunedError,
     InvalidRequestError,
     PullFailedError,
+    ScopeUninitializedError,
     ServiceUnavailableError,
 )
 from oversync_sa.server.pull_encoded import (
@@ -165,7 +166,7 @@ class _PageShape(Protocol[R_co]):
     needs_transaction: bool
 
     def page_floor(self, records: list[Any]) -> int | None:
-        """The retained floor the page query read, if it reads one."""
+        """The retained floor the page query read (``None``: the user's state row is gone)."""
         ...
 
     def build(
@@ -189,7 +190,7 @@ class _Structs:
         return PullResponse(stable_bundle_seq=stable, bundles=[], has_more=False)
 
     def page_floor(self, records: list[Any]) -> int | None:
-        return None
+        raise NotImplementedError("the struct page is read in one transaction")
 
     def build(
         self, stable: int, records: list[Any], runtime: SyncRuntime
@@ -215,8 +216,10 @@ class _Encoded:
         return build_encoded_page(stable, None)
 
     def page_floor(self, records: list[Any]) -> int | None:
-        # The page is aggregated into exactly one row, also when it is empty.
-        return int(records[0][8])
+        # The page is aggregated into exactly one row, also when it is empty; NULL when the
+        # user's state row is gone.
+        value = records[0][8]
+        return None if value is None else int(value)
 
     def build(
         self, stable: int, records: list[Any], runtime: SyncRuntime
@@ -331,10 +334,16 @@ async def _pull_page(
                     sql, scope.user_pk, max(after, floor), stable, max_bundles, *params
                 )
                 listing.value = listed = shape.listed(records)
-            page_floor = shape.page_floor(records)
-            if page_floor is not None and page_floor != floor:
-                # Retention ran between the two statements (see the module docstring).
-                resolve_stable_bundle_seq(scope.head_bundle_seq, page_floor, after, target)
+            if not shape.needs_transaction:
+                page_floor = shape.page_floor(records)
+                if page_floor is None:
+                    # The scope's rows vanished between the statements (a reset).
+                    raise ScopeUninitializedError(
+                        f"sync scope for user {user_id} is not initialized"
+                    )
+                if page_floor != floor:
+                    # Retention ran between the two statements (see the module docstring).
+                    resolve_stable_bundle_seq(scope.head_bundle_seq, page_floor, after, target)
         transaction.value = min(listed, max_bundles)
     with clock.stage("load_bundles") as loading:
         response, bundles = shape.build(stable, records, runtime)

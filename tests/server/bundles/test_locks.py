@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from oversync_sa.server.locks import (
+    TransactionControlError,
     is_retryable_error,
     run_with_retry,
     sqlstate_of,
@@ -312,3 +313,80 @@ async def test_session_unlock_refuses_a_transaction_opened_behind_sqlalchemy(
     # which ended its session and released the lock.
     assert not await _held_elsewhere(pg_engine, "alice")
     assert await _backend_state(pg_engine.url, pid) is None
+
+
+@pytest.mark.parametrize("call", ["rollback", "commit"])
+async def test_transaction_control_inside_the_body_rolls_back_and_raises(
+    pg_engine: AsyncEngine, call: str
+) -> None:
+    async with pg_engine.begin() as setup:
+        await setup.execute(sa.text("CREATE TABLE t_control (x int)"))
+
+    async def meddling() -> None:
+        async with user_transaction(pg_engine, "alice") as conn:
+            await conn.execute(sa.text("INSERT INTO t_control VALUES (1)"))
+            await getattr(conn, call)()
+            await conn.execute(sa.text("INSERT INTO t_control VALUES (2)"))
+
+    with pytest.raises(TransactionControlError, match=rf"{call}\(\) called .* 'alice'"):
+        await meddling()
+    async with pg_engine.connect() as conn:
+        assert await conn.scalar(sa.text("SELECT count(*) FROM t_control")) == 0
+    assert not await _held_elsewhere(pg_engine, "alice")
+    assert await _busy_backends(pg_engine) == 0
+
+
+async def test_a_caught_statement_error_in_a_savepoint_is_not_transaction_control(
+    pg_engine: AsyncEngine,
+) -> None:
+    async with pg_engine.begin() as setup:
+        await setup.execute(sa.text("CREATE TABLE t_saved (x int PRIMARY KEY)"))
+    async with user_transaction(pg_engine, "alice") as conn:
+        await conn.execute(sa.text("INSERT INTO t_saved VALUES (1)"))
+        with pytest.raises(IntegrityError):
+            async with conn.begin_nested():
+                await conn.execute(sa.text("INSERT INTO t_saved VALUES (1)"))
+        await conn.execute(sa.text("INSERT INTO t_saved VALUES (2)"))
+    async with pg_engine.connect() as conn:
+        assert await conn.scalar(sa.text("SELECT count(*) FROM t_saved")) == 2
+
+
+async def test_failing_to_open_discards_the_connection(pg_engine: AsyncEngine) -> None:
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with user_transaction(pg_engine, "alice"):
+            inside.set()
+            await release.wait()
+
+    async def waiter() -> None:
+        async with user_transaction(pg_engine, "alice"):
+            pytest.fail("must not get the lock while it is held")
+
+    holding = asyncio.create_task(holder())
+    await inside.wait()
+    waiting = asyncio.create_task(waiter())
+    waiter_pid = None
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        async with pg_engine.connect() as probe:
+            waiter_pid = await probe.scalar(
+                sa.text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            )
+        if waiter_pid is not None:
+            break
+    assert waiter_pid is not None
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    release.set()
+    await holding
+    # Whether BEGIN or the lock had taken effect is unknown after a cancel mid-acquire: the
+    # waiter's session was closed rather than handed back to the pool.
+    gone = False
+    for _ in range(50):
+        if await _backend_state(pg_engine.url, int(waiter_pid)) is None:
+            gone = True
+            break
+        await asyncio.sleep(0.02)
+    assert gone

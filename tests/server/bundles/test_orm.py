@@ -11,7 +11,12 @@ from sqlalchemy.orm import aliased
 
 from examples.business_models import BusinessBase, Post, User
 from oversync_sa.metadata import server_projection
-from oversync_sa.server import RegisteredTable, ServiceConfig, SyncService
+from oversync_sa.server import (
+    RegisteredTable,
+    ServiceConfig,
+    SyncService,
+    TransactionControlError,
+)
 from oversync_sa.server.writes import BundleWriter, ScopeManager
 from tests.server.bundles._support import fetch
 
@@ -110,3 +115,27 @@ async def test_orm_unit_of_work_cannot_touch_another_scopes_row(
         orm_service.engine, "SELECT _sync_scope_id, name FROM business.users ORDER BY 1"
     )
     assert [tuple(r) for r in users] == [("alice", "alice"), ("bob", "bob")]
+
+
+async def test_session_rollback_in_a_callback_rolls_back_and_raises(
+    orm_service: SyncService,
+) -> None:
+    async def undo(session):  # type: ignore[no-untyped-def]
+        session.add(User(id=USER, name="alice", email="alice@x"))
+        await session.flush()
+        await session.rollback()  # meant to drop the insert; the bundle is ours to end
+
+    with pytest.raises(TransactionControlError, match=r"rollback\(\) called"):
+        await _write(orm_service, "alice", undo)
+    assert await fetch(orm_service.engine, "SELECT id FROM business.users") == []
+    assert await fetch(orm_service.engine, "SELECT bundle_seq FROM sync.bundle_log") == []
+
+
+async def test_session_commit_in_a_callback_only_flushes(orm_service: SyncService) -> None:
+    # The session joins in "rollback_only" mode: its commit() flushes and never reaches the
+    # connection, so it is not transaction control.
+    async def save(session):  # type: ignore[no-untyped-def]
+        session.add(User(id=USER, name="alice", email="alice@x"))
+        await session.commit()
+
+    assert await _write(orm_service, "alice", save) == ("users:INSERT",)

@@ -16,7 +16,7 @@ from oversync_sa.errors import (
     SourceRetiredError,
     SourceSequenceOutOfOrderError,
 )
-from oversync_sa.server import ServiceClosedError, SyncService
+from oversync_sa.server import ServiceClosedError, SyncService, TransactionControlError
 from oversync_sa.server.locks import user_transaction
 from oversync_sa.server.scope import ScopeState, lock_scope, read_scope, transition_to_initializing
 from oversync_sa.server.sources import load_source_state, retire_source
@@ -233,3 +233,17 @@ async def test_bundle_seq_is_gap_free_under_concurrent_writers(service: SyncServ
             state = await load_source_state(conn, alice.user_pk, writer)
             assert state is not None
             assert state.max_committed_source_bundle_id == 4
+
+
+async def test_connection_rollback_in_a_callback_rolls_back_and_raises(
+    service: SyncService,
+) -> None:
+    async def undo(writer: BundleWriter) -> None:
+        await writer.connection.execute(sa.text(INSERT_TAG.format(n=7)))
+        await writer.connection.rollback()
+
+    with pytest.raises(TransactionControlError, match="rolled back"):
+        await exec_write(service, "alice", undo)
+    assert await fetch(service.engine, "SELECT code FROM business.tags") == []
+    # Nothing was committed, the scope initialization included.
+    assert await _scope_state(service.engine, "alice") in (None, ScopeState.UNINITIALIZED)

@@ -297,3 +297,20 @@ async def test_struct_pull_keeps_one_snapshot(
     _prune_after_scope_read(monkeypatch, service, 2)
     # The REPEATABLE READ snapshot was taken by the scope read: the page still sees bundle 2.
     assert _seqs(await pull(service, ALICE, after_bundle_seq=1)) == [2, 3, 4]
+
+
+async def test_scope_removed_between_scope_and_page_is_uninitialized(
+    service: SyncService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _commit(service, "alice", 2)
+    real = pull_module.read_scope
+
+    async def read_then_reset(conn: Any, user_id: str) -> Any:
+        scope = await real(conn, user_id)
+        # What a reset does to the user: its state row and (cascading) its history go.
+        await execute(service.engine, "DELETE FROM sync.user_state WHERE user_id = :u", u=user_id)
+        return scope
+
+    monkeypatch.setattr(pull_module, "read_scope", read_then_reset)
+    with pytest.raises(ScopeUninitializedError):
+        await pull_encoded(service, ALICE)
