@@ -23,9 +23,10 @@ from typing import Any, Final
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from oversync_sa.server import SyncService
+from oversync_sa.server import SyncService, push_sessions
 from tests.http.http_support import app_client, headers, make_app, make_service, uid
 from tests.security._support import (
     assert_error,
@@ -430,3 +431,45 @@ async def test_deeply_nested_connect_body_is_400_not_500(client: httpx.AsyncClie
         "/sync/connect", content=f'{{"x":{nested}}}'.encode(), headers=headers()
     )
     assert_error(resp, 400, "invalid_request", "Failed to parse connect request")
+
+
+async def test_wrong_type_in_the_second_table_of_a_chunk_names_that_table(
+    kinds_client: httpx.AsyncClient, kinds_service: SyncService
+) -> None:
+    """Each table of a chunk is checked as one batch; a passing first table is skipped."""
+    push_id = await _new_session(kinds_client, 2)
+    before = await dump(kinds_service.engine, ("sec", "sync"))
+    resp = await upload(kinds_client, push_id, [
+        row("notes", "n-1", {"code": "n-1", "body": "fine"}, schema="sec", key_column="code"),
+        row("kinds", K, {"d": "2024-02-30"}, schema="sec"),
+    ])
+    assert_error(resp, 400, "push_chunk_invalid", f"payload for sec.kinds key '{K}'")
+    assert await dump(kinds_service.engine, ("sec", "sync")) == before
+
+
+async def test_batch_failure_that_no_single_row_reproduces_is_push_chunk_failed(
+    kinds_client: httpx.AsyncClient,
+    kinds_service: SyncService,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A data exception the payloads cannot explain stays an anonymous 500 (and is logged)."""
+    real = push_sessions._stage_sql
+
+    def failing_stage_sql(tables: Any) -> Any:
+        del tables
+        return sa.text("SELECT 1 / 0")  # SQLSTATE 22012: a data exception, but no payload's
+
+    monkeypatch.setattr(push_sessions, "_stage_sql", failing_stage_sql)
+    push_id = await _new_session(kinds_client, 1)
+    before = await dump(kinds_service.engine, ("sec", "sync"))
+    with caplog.at_level("ERROR", logger="oversync_sa.server.upload_support"):
+        resp = await upload(kinds_client, push_id, [row("kinds", K, {"i": 1}, schema="sec")])
+    assert_error(resp, 500, "push_chunk_failed", "upload push chunk failed")
+    assert "division by zero" not in resp.text
+    assert any("division by zero" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+    assert await dump(kinds_service.engine, ("sec", "sync")) == before
+    monkeypatch.setattr(push_sessions, "_stage_sql", real)
+    assert (await upload(kinds_client, push_id, [
+        row("kinds", K, {"i": 1}, schema="sec"),
+    ])).status_code == 200
