@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from oversync_sa.server.notify import bundle_change_payload
 from oversync_sa.server.payload import wire_payload
 from oversync_sa.server.read_support import driver_connection, key_text_sql, uuid_table_ids
+from oversync_sa.server.retention import advance_floor_ctes
 from oversync_sa.server.runtime_info import RuntimeTable, SyncRuntime
 from oversync_sa.server.sources import load_source_state, retired_error
 from oversync_sa.wire.canonical import float64_canonical
@@ -91,8 +92,7 @@ _PERSIST_TAIL: Final = (
     " SET bundle_seq = EXCLUDED.bundle_seq, deleted = EXCLUDED.deleted"
 )
 # Source activation (§7.2): insert or advance the watermark (GREATEST keeps it monotonic);
-# no row comes back for a retired source, which the caller then reports. {w} and {b} are the
-# retention window and batch placeholders.
+# no row comes back for a retired source, which the caller then reports.
 _ACTIVATE_CTE: Final = (
     " src AS (INSERT INTO sync.source_state AS s (user_pk, source_id, state,"
     " max_committed_source_bundle_id, replaced_by_source_id, retirement_reason)"
@@ -102,21 +102,6 @@ _ACTIVATE_CTE: Final = (
     " replaced_by_source_id = '', retirement_reason = '' WHERE s.state <> 'retired'"
     " RETURNING 1),"
 )
-# Retention (§7.1) as in retention.apply_retention. The bundle_log rows it deletes are at or
-# below the new floor, so never the one this statement inserts (its seq is above the head
-# minus the window).
-_RETENTION_CTE: Final = (
-    " advanced AS ("
-    " UPDATE sync.user_state SET retained_bundle_floor = LEAST("
-    "   next_bundle_seq - 1 - {w}, retained_bundle_floor + {b})"
-    " WHERE user_pk = $1 AND next_bundle_seq - 1 - {w} > retained_bundle_floor"
-    " RETURNING user_pk, retained_bundle_floor),"
-    " pruned AS ("
-    " DELETE FROM sync.bundle_log b USING advanced a"
-    " WHERE b.user_pk = a.user_pk AND b.bundle_seq <= a.retained_bundle_floor)"
-)
-
-
 @lru_cache(maxsize=4)
 def _persist_sql(notify: bool, sequenced: bool) -> str:
     """The persist statement; optional parts ride on it to save their round trips.
@@ -142,7 +127,9 @@ def _persist_sql(notify: bool, sequenced: bool) -> str:
         + state
         + "),"
         + _ACTIVATE_CTE
-        + _RETENTION_CTE.format(w=f"${first}::bigint", b=f"${first + 1}::bigint")
+        # Retention (§7.1): the bundle_log rows it deletes are at or below the new floor, so
+        # never the one this statement inserts (its seq is above the head minus the window).
+        + advance_floor_ctes("$1", f"${first}::bigint", f"${first + 1}::bigint")
         + " SELECT count(*) FROM src"
     )
 

@@ -22,23 +22,35 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from oversync_sa.server.config import ServiceConfig
 
-__all__ = ["PruneProgress", "apply_retention", "prune"]
+__all__ = ["PruneProgress", "advance_floor_ctes", "apply_retention", "prune"]
 
 _log = logging.getLogger("oversync_sa.server.retention")
 
-# Floor advance and history deletion in one statement. The target is
-# min(head - window, floor + batch); rows are only touched when it is above the current floor.
+def advance_floor_ctes(user_pk: str, window: str, batch: str) -> str:
+    """The ``advanced`` and ``pruned`` CTEs of one user's retention step, given placeholders.
+
+    The floor target is ``min(head - window, floor + batch)``; rows are only touched when it is
+    above the current floor. Shared by :func:`apply_retention` and bundle finalisation, which
+    runs it inside its persist statement (:mod:`.finalize`).
+    """
+    return (
+        " advanced AS ("
+        " UPDATE sync.user_state SET retained_bundle_floor = LEAST("
+        f"   next_bundle_seq - 1 - {window}, retained_bundle_floor + {batch})"
+        f" WHERE user_pk = {user_pk} AND next_bundle_seq - 1 - {window} > retained_bundle_floor"
+        " RETURNING user_pk, retained_bundle_floor),"
+        " pruned AS ("
+        " DELETE FROM sync.bundle_log b USING advanced a"
+        " WHERE b.user_pk = a.user_pk AND b.bundle_seq <= a.retained_bundle_floor"
+        " RETURNING 1)"
+    )
+
+
+# Floor advance and history deletion in one statement.
 _APPLY_SQL: Final = text(
-    "WITH advanced AS ("
-    " UPDATE sync.user_state SET retained_bundle_floor = LEAST("
-    "   next_bundle_seq - 1 - :window, retained_bundle_floor + :batch)"
-    " WHERE user_pk = :user_pk AND next_bundle_seq - 1 - :window > retained_bundle_floor"
-    " RETURNING user_pk, retained_bundle_floor),"
-    " deleted AS ("
-    " DELETE FROM sync.bundle_log b USING advanced a"
-    " WHERE b.user_pk = a.user_pk AND b.bundle_seq <= a.retained_bundle_floor"
-    " RETURNING 1)"
-    " SELECT (SELECT retained_bundle_floor FROM advanced), (SELECT count(*) FROM deleted)"
+    "WITH"
+    + advance_floor_ctes(":user_pk", ":window", ":batch")
+    + " SELECT (SELECT retained_bundle_floor FROM advanced), (SELECT count(*) FROM pruned)"
 )
 
 # Maintenance variant: up to :users users that are behind, skipping rows a writer holds.
