@@ -44,14 +44,13 @@ from oversync_sa.server.push_sessions import (
     SESSION_COLUMNS,
     PushSession,
     checked_session,
-    next_expected,
     parse_push_id,
 )
 from oversync_sa.server.push_validation import StagedRow, payload_columns
 from oversync_sa.server.read_support import driver_connection
 from oversync_sa.server.runtime_info import RuntimeTable, SyncRuntime, quote_ident
 from oversync_sa.server.scope import ScopeRecord, transition_to_initialized
-from oversync_sa.server.sources import SourceStateRecord, source_record
+from oversync_sa.server.sources import SourceStateRecord, expected_after, source_record
 from oversync_sa.server.upload_support import (
     client_data_reason,
     schema_drift_reason,
@@ -373,7 +372,7 @@ async def apply_staged_rows(
 
 def _check_source(session: PushSession, source: SourceStateRecord | None) -> None:
     """§5.3 step 7: the session's tuple must still be its source's next expected id."""
-    expected, _ = next_expected(session.user_id, source)
+    expected, _ = expected_after(session.user_id, source)
     if session.source_bundle_id != expected:
         raise SourceSequenceChangedError(
             f"source {session.source_id} for user {session.user_id} changed expected next "

@@ -49,9 +49,8 @@ from oversync_sa.server.push_validation import StagedRow, validate_chunk
 from oversync_sa.server.runtime_info import RuntimeTable
 from oversync_sa.server.scope import ScopeRecord, ScopeState, lock_scope
 from oversync_sa.server.sources import (
-    SourceState,
     SourceStateRecord,
-    retired_error,
+    expected_after,
     source_record,
 )
 from oversync_sa.server.upload_support import unexpected_as, upload_transaction
@@ -74,7 +73,6 @@ __all__ = [
     "delete_expired_push_sessions",
     "delete_push_session",
     "load_push_session",
-    "next_expected",
     "parse_push_id",
     "upload_push_chunk",
 ]
@@ -272,20 +270,11 @@ def _replay(row: Sequence[Any]) -> PushSessionCreateResponse | None:
     )
 
 
-def next_expected(user_id: str, record: SourceStateRecord | None) -> tuple[int, int]:
-    """``(next expected, max committed)`` as :func:`.sources.next_expected_source_bundle_id`."""
-    if record is None:
-        return 1, 0
-    if record.state is SourceState.RETIRED:
-        raise retired_error(user_id, record)
-    return record.next_expected_source_bundle_id, record.max_committed_source_bundle_id
-
-
 def _check_sequence(
     scope: ScopeRecord, source_id: str, source_bundle_id: int,
     record: SourceStateRecord | None,
 ) -> None:
-    expected, max_committed = next_expected(scope.user_id, record)
+    expected, max_committed = expected_after(scope.user_id, record)
     if source_bundle_id < expected:
         raise HistoryPrunedError(
             f"source tuple ({source_id}, {source_bundle_id}) for user {scope.user_id} is older "

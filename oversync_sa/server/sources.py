@@ -25,6 +25,7 @@ __all__ = [
     "source_record",
     "SourceState",
     "SourceStateRecord",
+    "expected_after",
     "load_source_state",
     "next_expected_source_bundle_id",
     "reserve_source",
@@ -127,7 +128,17 @@ async def next_expected_source_bundle_id(
 
     Raises :class:`SourceRetiredError` for a retired source.
     """
-    record = await load_source_state(conn, user_pk, source_id, for_update=for_update)
+    return expected_after(
+        user_id, await load_source_state(conn, user_pk, source_id, for_update=for_update)
+    )
+
+
+def expected_after(user_id: str, record: SourceStateRecord | None) -> tuple[int, int]:
+    """``(next expected source_bundle_id, max committed)`` from an already loaded source row.
+
+    ``None`` (a source never seen) expects 1. Raises :class:`SourceRetiredError` for a retired
+    source.
+    """
     if record is None:
         return 1, 0
     if record.state is SourceState.RETIRED:
