@@ -105,6 +105,15 @@ async def stick_outbox(scene: Scene, *, lose_commit_reply: bool) -> None:
     assert await scene.device.dirty_count() == 0
 
 
+async def crash_before_replay(scene: Scene) -> None:
+    """Push ``mine`` and crash after the commit, before the replay (its outbox stays)."""
+    scene.mine = await add_user(scene.device, "Mine")
+    scene.expected[scene.mine] = "Mine"
+    scene.device.c.runtime.hooks.before_push_replay = crash_hook("before replay")
+    with pytest.raises(InjectedCrash):
+        await scene.device.c.sync()
+
+
 async def edit_offline(scene: Scene) -> uuid.UUID:
     """The user goes on editing: an insert, an update and a delete of synced rows."""
     device = scene.device
@@ -332,10 +341,7 @@ async def test_edits_survive_a_committed_bundle_pruned_before_replay(harness: Ha
     """§8.5 (keep source, outbox dropped): Go wipes dirty rows in that snapshot; here they stay."""
     scene = await synced_scene(harness)
     device = scene.device
-    scene.mine = await add_user(device, "Mine")
-    device.c.runtime.hooks.before_push_replay = crash_hook("before replay")
-    with pytest.raises(InjectedCrash):
-        await device.c.sync()
+    await crash_before_replay(scene)
     new = await edit_offline(scene)
     await device.execute(UPDATE_NAME, ("Mine edited", scene.mine.bytes))
     scene.expected[scene.mine] = "Mine edited"
@@ -369,11 +375,7 @@ async def test_edits_that_break_a_foreign_key_do_not_block_the_pruned_replay(
     other pending edits."""
     scene = await synced_scene(harness)
     device = scene.device
-    scene.mine = await add_user(device, "Mine")
-    scene.expected[scene.mine] = "Mine"
-    device.c.runtime.hooks.before_push_replay = crash_hook("before replay")
-    with pytest.raises(InjectedCrash):
-        await device.c.sync()
+    await crash_before_replay(scene)
     post = uuid.uuid4()
     await device.execute(INSERT_POST, (post.bytes, "T", "C", scene.gone.bytes))
     kept = await add_user(device, "Kept")
@@ -490,11 +492,7 @@ async def test_a_carried_parent_delete_under_a_new_server_child_is_dropped_alone
     user comes back; the device's other pending edit is kept."""
     scene = await synced_scene(harness)
     device = scene.device
-    scene.mine = await add_user(device, "Mine")
-    scene.expected[scene.mine] = "Mine"
-    device.c.runtime.hooks.before_push_replay = crash_hook("before replay")
-    with pytest.raises(InjectedCrash):
-        await device.c.sync()
+    await crash_before_replay(scene)
     await device.execute(DELETE_USER, (scene.gone.bytes,))
     kept = await add_user(device, "Kept")
     post = uuid.uuid4()
