@@ -38,6 +38,11 @@ SCHEMA = "business"
 #: Local writes of the §10.1 business tables most tests make.
 INSERT_USER = "INSERT INTO users (id, name, email) VALUES (?, ?, ?)"
 INSERT_POST = "INSERT INTO posts (id, title, content, author_id) VALUES (?, ?, ?, ?)"
+#: A server-originated user row (PostgreSQL side, for ``Harness.server_write``); binds ``:id``.
+SERVER_INSERT_USER = (
+    "INSERT INTO business.users (_sync_scope_id, id, name, email)"
+    " VALUES (:scope, :id, 'Server', 'server@example.com')"
+)
 INSERT_CATEGORY = "INSERT INTO categories (id, name, parent_id) VALUES (?, ?, ?)"
 
 #: Parents before children, as ``ClientConfig.from_models`` would list them.

@@ -16,7 +16,15 @@ import pytest
 from oversync_sa.client.background import DownloadMode
 from oversync_sa.client.config import BundleChangeWatchMode
 from oversync_sa.client.results import RemoteSyncReport
-from tests.e2e.client._support import INSERT_USER, Device, Harness, new_id, new_user, server_ids
+from tests.e2e.client._support import (
+    INSERT_USER,
+    SERVER_INSERT_USER,
+    Device,
+    Harness,
+    new_id,
+    new_user,
+    server_ids,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -83,11 +91,7 @@ async def test_watch_wakes_the_downloader_for_peer_and_server_bundles(harness: H
 
         await eventually(lambda: has({row}), WAKE_UP_SECONDS, "the peer's bundle")
         server_row = new_id()
-        await harness.server_write(user, [(
-            "INSERT INTO business.users (_sync_scope_id, id, name, email)"
-            " VALUES (:scope, :id, 'Server', 'server@example.com')",
-            {"id": server_row},
-        )])
+        await harness.server_write(user, [(SERVER_INSERT_USER, {"id": server_row})])
         await eventually(lambda: has({row, server_row}), WAKE_UP_SECONDS, "the server bundle")
 
         downloads = [r for loop, r in synced if loop == "download"]

@@ -30,6 +30,7 @@ from oversync_sa.client.triggers import TRANSITION_PENDING_MESSAGE
 from tests.e2e.client._support import (
     INSERT_USER,
     NO_RETRY,
+    SERVER_INSERT_USER,
     Device,
     Harness,
     LossyTransport,
@@ -291,11 +292,7 @@ async def test_source_sequence_changed_between_create_and_commit(harness: Harnes
     async def same_source_commits_first(_conn: object) -> None:
         # Writer ids share the scope's source namespace: a server writer using this device's
         # source id takes source bundle 2 after our session was created for it.
-        await harness.server_write(user, [(
-            "INSERT INTO business.users (_sync_scope_id, id, name, email)"
-            " VALUES (:scope, :id, 'Server', 'server@example.com')",
-            {"id": server_row},
-        )], writer=source)
+        await harness.server_write(user, [(SERVER_INSERT_USER, {"id": server_row})], writer=source)
 
     device.c.runtime.hooks.before_push_commit = same_source_commits_first
     with pytest.raises(SourceRecoveryRequiredError) as caught:

@@ -37,6 +37,7 @@ from oversync_sa.client.results import PushOutcome, RemoteSyncOutcome, SourceRec
 from tests.e2e.client._support import (
     INSERT_POST,
     NO_RETRY,
+    SERVER_INSERT_USER,
     Device,
     Harness,
     InjectedCrash,
@@ -250,11 +251,9 @@ async def test_sequence_changed_while_editing_rotates_and_uploads_the_edits(
 
     async def edits_and_a_same_source_commit(_conn: object) -> None:
         await edit_offline(scene)
-        await harness.server_write(scene.user, [(
-            "INSERT INTO business.users (_sync_scope_id, id, name, email)"
-            " VALUES (:scope, :id, 'Server', 'server@example.com')",
-            {"id": server_row},
-        )], writer=source)
+        await harness.server_write(
+            scene.user, [(SERVER_INSERT_USER, {"id": server_row})], writer=source
+        )
 
     device.c.runtime.hooks.before_push_commit = edits_and_a_same_source_commit
     with pytest.raises(SourceRecoveryRequiredError) as caught:
