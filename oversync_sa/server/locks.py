@@ -236,6 +236,12 @@ async def _finish(conn: AsyncConnection, *, commit: bool) -> None:
     invalidated instead of going back to the pool.
     """
     if conn.closed or conn.invalidated:
+        if commit:
+            # The session (and its transaction) ended with the connection: nothing was committed,
+            # and the caller must not be told otherwise.
+            raise ConnectionError(
+                "the database connection was lost before COMMIT; the transaction was not committed"
+            )
         return
     try:
         async with asyncio.timeout(None if commit else UNLOCK_TIMEOUT_SECONDS):

@@ -46,7 +46,6 @@ from oversync_sa.errors import (
     HistoryPrunedError,
     InvalidRequestError,
     PullFailedError,
-    ScopeUninitializedError,
     ServiceUnavailableError,
 )
 from oversync_sa.server.pull_encoded import (
@@ -338,9 +337,8 @@ async def _pull_page(
                 page_floor = shape.page_floor(records)
                 if page_floor is None:
                     # The scope's rows vanished between the statements (a reset).
-                    raise ScopeUninitializedError(
-                        f"sync scope for user {user_id} is not initialized"
-                    )
+                    require_initialized(None, user_id)  # raises ScopeUninitializedError
+                    raise AssertionError("unreachable")  # pragma: no cover
                 if page_floor != floor:
                     # Retention ran between the two statements (see the module docstring).
                     resolve_stable_bundle_seq(scope.head_bundle_seq, page_floor, after, target)

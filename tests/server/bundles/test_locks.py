@@ -390,3 +390,22 @@ async def test_failing_to_open_discards_the_connection(pg_engine: AsyncEngine) -
             break
         await asyncio.sleep(0.02)
     assert gone
+
+
+async def test_a_connection_lost_inside_the_body_is_not_reported_committed(
+    pg_engine: AsyncEngine,
+) -> None:
+    async with pg_engine.begin() as setup:
+        await setup.execute(sa.text("CREATE TABLE t_lost (x int)"))
+
+    async def lost() -> None:
+        async with user_transaction(pg_engine, "alice") as conn:
+            await conn.execute(sa.text("INSERT INTO t_lost VALUES (1)"))
+            # What SQLAlchemy does itself when it sees the connection drop mid-statement.
+            await conn.invalidate()
+
+    with pytest.raises(ConnectionError, match="not committed"):
+        await lost()
+    async with pg_engine.connect() as conn:
+        assert await conn.scalar(sa.text("SELECT count(*) FROM t_lost")) == 0
+    assert not await _held_elsewhere(pg_engine, "alice")
