@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -65,6 +66,11 @@ class TokenError(ValueError):
 
 def verify_token(token: str, config: JWTConfig) -> str:
     """The trimmed ``sub`` of a valid token, or :class:`TokenError`."""
+    return _verify(token, config)[0]
+
+
+def _verify(token: str, config: JWTConfig) -> tuple[str, int | None]:
+    """:func:`verify_token`'s subject, and the token's ``exp`` (``None`` without one)."""
     options: pyjwt.types.Options = {"require": list(config.required_claims)}
     try:
         claims = pyjwt.decode(
@@ -80,7 +86,43 @@ def verify_token(token: str, config: JWTConfig) -> str:
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip():
         raise TokenError("token has no subject")
-    return subject.strip()
+    expires = claims.get("exp")
+    # pyjwt compared int(exp) (and refused a value int() cannot take), so the cache does too.
+    return subject.strip(), None if expires is None else int(expires)
+
+
+class _VerifiedTokens:
+    """Tokens that verified, with their subject and expiry; least recently used out first.
+
+    A device sends the same token with every request until it expires, and checking its
+    signature and claims again (pyjwt) was about 7 % of a server worker's CPU under load. A hit
+    needs the exact token text that verified, and only the expiry can change its verdict with
+    time (``nbf``/``iat`` were already in the past), so a hit re-checks ``exp`` alone, with
+    pyjwt's rule (``exp > now - leeway``).
+    """
+
+    __slots__ = ("_entries", "_leeway", "_limit")
+
+    def __init__(self, leeway: float, limit: int = 4096) -> None:
+        self._entries: OrderedDict[str, tuple[str, int | None]] = OrderedDict()
+        self._leeway = leeway
+        self._limit = limit
+
+    def subject(self, token: str) -> str | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        subject, expires = entry
+        if expires is not None and expires <= time.time() - self._leeway:
+            del self._entries[token]
+            return None
+        self._entries.move_to_end(token)
+        return subject
+
+    def add(self, token: str, subject: str, expires: int | None) -> None:
+        self._entries[token] = (subject, expires)
+        if len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
 
 
 def issue_token(
@@ -116,6 +158,7 @@ class JWTAuthMiddleware(ASGIMiddleware):
 
     def __init__(self, config: JWTConfig) -> None:
         self._config = config
+        self._verified = _VerifiedTokens(config.leeway)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         if scope.get("method") == "OPTIONS":
@@ -129,12 +172,17 @@ class JWTAuthMiddleware(ASGIMiddleware):
         if len(parts) != 2 or parts[0] != "Bearer":
             await self._reject(send, _MALFORMED_HEADER)
             return
-        try:
-            scope["user"] = verify_token(parts[1], self._config)
-        except TokenError as exc:
-            _log.debug("rejected bearer token: %s", exc)
-            await self._reject(send, _INVALID_TOKEN)
-            return
+        token = parts[1]
+        subject = self._verified.subject(token)
+        if subject is None:
+            try:
+                subject, expires = _verify(token, self._config)
+            except TokenError as exc:
+                _log.debug("rejected bearer token: %s", exc)
+                await self._reject(send, _INVALID_TOKEN)
+                return
+            self._verified.add(token, subject, expires)
+        scope["user"] = subject
         await next_app(scope, receive, send)
 
     async def _reject(self, send: Send, message: str) -> None:

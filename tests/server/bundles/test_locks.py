@@ -336,6 +336,25 @@ async def test_transaction_control_inside_the_body_rolls_back_and_raises(
     assert await _busy_backends(pg_engine) == 0
 
 
+async def test_commits_on_other_connections_of_the_engine_are_not_transaction_control(
+    pg_engine: AsyncEngine,
+) -> None:
+    # The recording listeners are the engine's, so they hear every connection's commit.
+    async with pg_engine.begin() as setup:
+        await setup.execute(sa.text("CREATE TABLE t_other (x int)"))
+    async with user_transaction(pg_engine, "alice") as conn:
+        await conn.execute(sa.text("INSERT INTO t_other VALUES (1)"))
+        async with pg_engine.connect() as other:
+            await other.execute(sa.text("INSERT INTO t_other VALUES (2)"))
+            await other.commit()
+            await other.execute(sa.text("SELECT 1"))
+            await other.rollback()
+    async with user_transaction(pg_engine, "bob") as conn:
+        await conn.execute(sa.text("INSERT INTO t_other VALUES (3)"))
+    async with pg_engine.connect() as conn:
+        assert await conn.scalar(sa.text("SELECT count(*) FROM t_other")) == 3
+
+
 async def test_a_caught_statement_error_in_a_savepoint_is_not_transaction_control(
     pg_engine: AsyncEngine,
 ) -> None:
