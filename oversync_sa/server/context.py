@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.errors import OversyncError
+from oversync_sa.server import fastsql
 
 __all__ = [
     "SCOPE_FILTER_SETTING",
@@ -96,7 +97,9 @@ async def set_bundle_context(conn: AsyncConnection, context: BundleContext) -> N
     can never produce rows attributed to two users or sources.
     """
     wanted = context._values()
-    row = (await conn.execute(_SET_SQL, {f"v{i}": v for i, v in enumerate(wanted)})).one()
+    row = (
+        await fastsql.execute(conn, _SET_SQL, {f"v{i}": v for i, v in enumerate(wanted)})
+    ).one()
     current = tuple(str(v) for v in row[: len(_SETTINGS)])
     clashes = [
         name

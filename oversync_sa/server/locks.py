@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from oversync_sa.errors import OversyncError
+from oversync_sa.server import fastsql
 
 __all__ = [
     "RETRYABLE_SQLSTATES",
@@ -246,7 +247,7 @@ async def _finish(conn: AsyncConnection, *, commit: bool) -> None:
         return
     try:
         async with asyncio.timeout(None if commit else UNLOCK_TIMEOUT_SECONDS):
-            await conn.exec_driver_sql("COMMIT" if commit else "ROLLBACK")
+            await fastsql.run(conn, "COMMIT" if commit else "ROLLBACK")
     except BaseException:
         # A COMMIT the server refused (a deferred foreign key) leaves the session idle and the
         # connection reusable. Anything else - a failed ROLLBACK, a COMMIT cut off - may leave

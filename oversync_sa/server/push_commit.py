@@ -37,6 +37,7 @@ from oversync_sa.errors import (
     PushSessionCommitFailedError,
     SourceSequenceChangedError,
 )
+from oversync_sa.server import fastsql
 from oversync_sa.server.connect import require_active_lease
 from oversync_sa.server.context import BundleContext
 from oversync_sa.server.payload import SCOPE_COLUMN, canonicalize_wire_payload
@@ -349,7 +350,8 @@ async def apply_staged_rows(
         first = run[0]
         if first.op is Op.INSERT:
             payloads = b"[" + b",".join(r.payload or b"null" for r in run) + b"]"
-            await conn.execute(
+            await fastsql.execute(
+                conn,
                 _insert_sql(first.table, first.columns),
                 {"scope": user_id, "rows": payloads.decode("utf-8")},
             )

@@ -36,6 +36,7 @@ from oversync_sa.errors import (
     ScopeUninitializedError,
     SourceSequenceOutOfOrderError,
 )
+from oversync_sa.server import fastsql
 from oversync_sa.server.connect import check_active_lease, require_active_lease
 from oversync_sa.server.payload_types import (
     PayloadTypesRejected,
@@ -227,7 +228,7 @@ async def load_push_session(conn: AsyncConnection, raw_push_id: str, user_id: st
     row = (
         None
         if push_id is None
-        else (await conn.execute(_LOAD_SQL, {"push_id": push_id})).one_or_none()
+        else (await fastsql.execute(conn, _LOAD_SQL, {"push_id": push_id})).one_or_none()
     )
     return checked_session(row, raw_push_id, user_id)
 
@@ -305,8 +306,8 @@ async def _create(
         "source_bundle_id": request.source_bundle_id,
     }
     found = (
-        await conn.execute(
-            _COMMITTED_AND_SOURCE_SQL, {**tuple_params, "floor": scope.retained_bundle_floor}
+        await fastsql.execute(
+            conn, _COMMITTED_AND_SOURCE_SQL, {**tuple_params, "floor": scope.retained_bundle_floor}
         )
     ).one()
     replay = _replay(found)
@@ -316,7 +317,8 @@ async def _create(
     _check_sequence(scope, source_id, request.source_bundle_id, source_record(found[5:]))
     # Hard replace: an earlier, uncommitted session of this tuple (and its rows) is discarded.
     push_id = (
-        await conn.execute(
+        await fastsql.execute(
+            conn,
             _REPLACE_AND_INSERT_SQL,
             {
                 **tuple_params,
@@ -407,7 +409,8 @@ async def _upload(
         raise PushChunkInvalidError("chunk exceeds planned_row_count")
     groups = payload_groups(rows)
     try:
-        await conn.execute(
+        await fastsql.execute(
+            conn,
             _stage_sql(tuple(table for table, _ in groups)),
             {
                 **_stage_params(session.push_id, start, rows),

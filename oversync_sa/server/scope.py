@@ -14,13 +14,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import text
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oversync_sa.errors import ScopeInitializingError, ScopeUninitializedError
+from oversync_sa.server import fastsql
 from oversync_sa.wire.timefmt import format_timestamp
 
 __all__ = [
@@ -117,8 +117,8 @@ _TO_INITIALIZING_SQL: Final = text(
 )
 
 
-def _record(row: Row[tuple[object, ...]]) -> ScopeRecord:
-    m = row._mapping
+def _record(row: Any) -> ScopeRecord:
+    m = fastsql.mapping(row)
     return ScopeRecord(
         user_pk=int(m["user_pk"]),
         user_id=str(m["user_id"]),
@@ -168,10 +168,10 @@ async def lock_scope(conn: AsyncConnection, user_id: str) -> ScopeRecord:
     ends, so the returned record stays true for the caller's transaction.
     """
     # Rows that exist need no ensure: two round trips less on every write after the first.
-    row = (await conn.execute(_LOCK_SQL, {"user_id": user_id})).one_or_none()
+    row = (await fastsql.execute(conn, _LOCK_SQL, {"user_id": user_id})).one_or_none()
     if row is None:
         await ensure_scope(conn, user_id)
-        row = (await conn.execute(_LOCK_SQL, {"user_id": user_id})).one()
+        row = (await fastsql.execute(conn, _LOCK_SQL, {"user_id": user_id})).one()
     return await expire_lease_if_needed(conn, _record(row))
 
 
@@ -181,7 +181,7 @@ async def read_scope(conn: AsyncConnection, user_id: str) -> ScopeRecord | None:
     An ``INITIALIZING`` row whose lease is in the past is reported as ``UNINITIALIZED`` with the
     lease fields cleared, exactly what the next writer would turn it into.
     """
-    row = (await conn.execute(_READ_SQL, {"user_id": user_id})).one_or_none()
+    row = (await fastsql.execute(conn, _READ_SQL, {"user_id": user_id})).one_or_none()
     if row is None:
         return None
     scope = _record(row)
