@@ -106,9 +106,11 @@ async def execute(
         prepared = _compiled[statement]
     except KeyError:
         prepared = _compiled[statement] = _compile(statement, conn)
+    if prepared is None or conn.invalidated:
+        return Rows((await conn.execute(statement, params or {})).all())
     adapter = conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
     driver = adapter.driver_connection  # type: ignore[union-attr]
-    if prepared is None or not (driver.is_in_transaction() or adapter.autocommit):  # type: ignore[union-attr]
+    if not (driver.is_in_transaction() or adapter.autocommit):  # type: ignore[union-attr]
         return Rows((await conn.execute(statement, params or {})).all())
     sql, names = prepared
     values = [params[name] for name in names] if params else []
@@ -133,17 +135,18 @@ async def _raise_translated(
 ) -> NoReturn:
     dbapi = conn.dialect.loaded_dbapi
     translate = getattr(dbapi, "_asyncpg_error_translate", {})
+    translated: Exception = exc
     for kind in type(exc).__mro__:
         if kind in translate:
             translated = translate[kind](exc.args[0] if exc.args else str(exc), exc)
+            translated.__cause__ = exc
             break
-    else:
-        raise exc
-    translated.__cause__ = exc
-    invalidated = driver.is_closed()
+    invalidated = bool(driver.is_closed())
     if invalidated:
         # SQLAlchemy invalidates a connection whose driver connection died under a statement.
         await conn.invalidate(translated)
+    if translated is exc:
+        raise exc
     raise DBAPIError.instance(
         sql, values, translated, dbapi.Error, connection_invalidated=invalidated
     ) from translated

@@ -139,7 +139,11 @@ async def test_a_connection_that_dies_under_a_statement_is_invalidated(
             await fastsql.execute(conn, COUNT)
         assert lost.value.connection_invalidated
         assert conn.invalidated
-    assert await _count(table) == 0  # the pool hands out a fresh connection
+        # As with conn.execute, the next statement reconnects.
+        assert (await fastsql.execute(conn, COUNT)).scalar() == 0
+        assert not conn.invalidated
+        new_pid = (await fastsql.execute(conn, sa.text("SELECT pg_backend_pid()"))).scalar()
+        assert new_pid != pid
 
 
 async def test_run_commits_and_reports_a_deferred_violation_as_integrity_error(
