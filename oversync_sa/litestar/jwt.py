@@ -15,6 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Final, Literal
 
 import jwt as pyjwt
@@ -103,9 +104,10 @@ class _VerifiedTokens:
 
     __slots__ = ("_entries", "_leeway", "_limit")
 
-    def __init__(self, leeway: float, limit: int = 4096) -> None:
+    def __init__(self, leeway: float | timedelta, limit: int = 4096) -> None:
         self._entries: OrderedDict[str, tuple[str, int | None]] = OrderedDict()
-        self._leeway = leeway
+        # pyjwt takes a timedelta too, and a JWTConfig may carry one.
+        self._leeway = leeway.total_seconds() if isinstance(leeway, timedelta) else float(leeway)
         self._limit = limit
 
     def subject(self, token: str) -> str | None:

@@ -19,9 +19,16 @@ dialect has not sent yet), and for a statement that needs SQLAlchemy's bind proc
 (expanding or typed binds), it is ``conn.execute`` itself.
 
 Errors are SQLAlchemy's: an asyncpg error is translated by the dialect's own table and wrapped
-like ``conn.execute`` would (``IntegrityError``, ``DataError``, ... with the driver error as
-``orig`` and its cause), and a connection that died under the statement is invalidated, as
-SQLAlchemy does for a disconnect.
+like ``conn.execute`` would (``IntegrityError``, ``ProgrammingError``, ... with the driver error
+as ``orig`` and its cause, parameters hidden under the engine's ``hide_parameters``), and a
+connection whose driver connection died under the statement is invalidated. What this path
+does not do: run the engine's ``handle_error`` and cursor-execute event listeners (so
+``echo=True`` does not show these statements), recycle the whole pool on a disconnect (each
+pooled connection fails once after a PostgreSQL restart), or invalidate on a cancellation or
+timeout (:func:`~oversync_sa.server.locks.user_transaction` discards a connection whose state
+it cannot tell). Statements use asyncpg's own statement cache, not the dialect's
+``prepared_statement_cache_size``; behind a transaction-pooling pgbouncer, give asyncpg
+``statement_cache_size=0`` as well (``connect_args``).
 """
 
 from __future__ import annotations
@@ -107,17 +114,24 @@ async def execute(
     except KeyError:
         prepared = _compiled[statement] = _compile(statement, conn)
     if prepared is None or conn.invalidated:
-        return Rows((await conn.execute(statement, params or {})).all())
+        return await _through_sqlalchemy(conn, statement, params)
     adapter = conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
     driver = adapter.driver_connection  # type: ignore[union-attr]
     if not (driver.is_in_transaction() or adapter.autocommit):  # type: ignore[union-attr]
-        return Rows((await conn.execute(statement, params or {})).all())
+        return await _through_sqlalchemy(conn, statement, params)
     sql, names = prepared
     values = [params[name] for name in names] if params else []
     try:
         return Rows(await driver.fetch(sql, *values))
     except Exception as exc:
         await _raise_translated(conn, driver, exc, sql, values)
+
+
+async def _through_sqlalchemy(
+    conn: AsyncConnection, statement: TextClause, params: Mapping[str, Any] | None
+) -> Rows:
+    result = await conn.execute(statement, params or {})
+    return Rows(result.all() if result.returns_rows else ())
 
 
 async def run(conn: AsyncConnection, sql: str) -> None:
@@ -148,5 +162,12 @@ async def _raise_translated(
     if translated is exc:
         raise exc
     raise DBAPIError.instance(
-        sql, values, translated, dbapi.Error, connection_invalidated=invalidated
+        sql,
+        values,
+        translated,
+        dbapi.Error,
+        hide_parameters=conn.sync_engine.hide_parameters,
+        connection_invalidated=invalidated,
+        dialect=conn.dialect,
+        ismulti=False,
     ) from translated

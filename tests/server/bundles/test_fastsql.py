@@ -8,10 +8,11 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError, MultipleResultsFound, NoResultFound
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from oversync_sa.server import fastsql
 from oversync_sa.server.locks import sqlstate_of
+from oversync_sa.testing import sqlalchemy_url
 
 INSERT = sa.text("INSERT INTO t_fast (k, v) VALUES (:k, :v) RETURNING k, v")
 COUNT = sa.text("SELECT count(*) FROM t_fast")
@@ -87,6 +88,30 @@ async def test_a_sqlalchemy_transaction_not_yet_begun_at_the_driver_gets_the_sta
         await fastsql.execute(conn, INSERT, {"k": 2, "v": "two"})
         await conn.commit()
     assert await _count(table) == 1
+
+
+async def test_a_statement_without_rows_through_sqlalchemy_gives_no_rows(
+    table: AsyncEngine,
+) -> None:
+    plain = sa.text("INSERT INTO t_fast (k, v) VALUES (:k, :v)")
+    async with table.connect() as conn:
+        assert (await fastsql.execute(conn, plain, {"k": 1, "v": "one"})).all() == ()
+        await conn.commit()
+    assert await _count(table) == 1
+
+
+async def test_errors_hide_parameters_when_the_engine_does(pg_url: str, table: AsyncEngine) -> None:
+    hidden = create_async_engine(sqlalchemy_url(pg_url), hide_parameters=True)
+    try:
+        async with hidden.connect() as conn:
+            await _autocommit(conn)
+            await fastsql.execute(conn, INSERT, {"k": 1, "v": "secret-one"})
+            with pytest.raises(IntegrityError) as duplicate:
+                await fastsql.execute(conn, INSERT, {"k": 1, "v": "secret-two"})
+        assert "secret-two" not in str(duplicate.value)
+        assert "hidden due to hide_parameters" in str(duplicate.value)
+    finally:
+        await hidden.dispose()
 
 
 async def test_typed_binds_are_left_to_sqlalchemy(table: AsyncEngine) -> None:

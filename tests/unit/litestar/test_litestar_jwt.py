@@ -4,7 +4,7 @@ middleware's memory of tokens that verified."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt as pyjwt
@@ -169,6 +169,15 @@ def test_a_remembered_token_is_refused_once_it_expires(
         monkeypatch.setattr(pyjwt.api_jwt, "datetime", _frozen_datetime(now + 35))
         assert _get(client, token)[0] == 401
     assert counted == [token, token]  # forgotten, then refused by pyjwt itself
+
+
+def test_a_timedelta_leeway_works_for_remembered_tokens(counted: list[str]) -> None:
+    token = pyjwt.encode(_claims(), SECRET)
+    config = JWTConfig(key=SECRET, issuer=EXAMPLE_ISSUER, leeway=timedelta(seconds=5))  # type: ignore[arg-type]
+    with _client(config) as client:
+        assert _get(client, token) == (200, "user-1")
+        assert _get(client, token) == (200, "user-1")
+    assert counted == [token]
 
 
 def _frozen_datetime(at: float) -> Any:
