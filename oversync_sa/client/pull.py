@@ -384,7 +384,28 @@ async def pull_to_stable(
     await check_pull_preconditions(runtime)
     if runtime.downloads_paused:
         return RemoteSyncReport(RemoteSyncOutcome.SKIPPED_PAUSED, await _status(runtime))
-    async with runtime.transaction() as conn:
+    # One connection for every page's bundles (each still its own transaction): a checkout and
+    # the pool's reset-on-return (a driver hop) per page or bundle cost about a quarter of
+    # resolving a bundle's rows. Released before a snapshot rebuild, which needs its own.
+    async with runtime.engine.connect() as conn:
+        applied = await _apply_pages(runtime, conn, bundle_progress)
+    if applied is None:
+        return await rebuild_keep_source(runtime, progress)
+    runtime.counters.pulls += 1
+    outcome = (
+        RemoteSyncOutcome.APPLIED_INCREMENTAL if applied
+        else RemoteSyncOutcome.ALREADY_AT_TARGET
+    )
+    return RemoteSyncReport(outcome, await _status(runtime))
+
+
+async def _apply_pages(
+    runtime: ClientRuntime, conn: AsyncConnection, bundle_progress: ProgressCallback | None
+) -> bool | None:
+    """Page to the stable ceiling on ``conn``; whether a bundle was applied, or ``None`` when
+    the pull must continue as a snapshot rebuild (pruned history, a bundle breaking a local
+    foreign key)."""
+    async with conn.begin():  # ended before the first bundle, which begins its own
         (row,) = await fetch_all(
             conn,
             "SELECT last_bundle_seq_seen FROM _sync_attachment_state WHERE singleton_key = 1",
@@ -399,7 +420,7 @@ async def pull_to_stable(
             page = await runtime.transport.pull(after, limit, target)
         except HistoryPrunedError:
             _log.info("pull after %d hit pruned history; rebuilding from snapshot", after)
-            return await rebuild_keep_source(runtime, progress)
+            return None
         validate_pull_page(page, after)
         if after == 0 and page.bundles and page.bundles[0].bundle_seq > 1:
             # The server skips the floor check for after_bundle_seq = 0 and silently starts
@@ -411,7 +432,7 @@ async def pull_to_stable(
                 "pull from checkpoint 0 starts at bundle %d (history pruned below it);"
                 " rebuilding from snapshot", page.bundles[0].bundle_seq,
             )
-            return await rebuild_keep_source(runtime, progress)
+            return None
         if target == 0:
             target = page.stable_bundle_seq
         elif page.stable_bundle_seq != target:
@@ -420,35 +441,22 @@ async def pull_to_stable(
                 f"pull response stable bundle seq changed from {target} to"
                 f" {page.stable_bundle_seq}",
             )
-        broken: _BundleBreaksLocalForeignKeys | None = None
-        # One connection for the page's bundles (each still its own transaction): a checkout
-        # and the pool's reset-on-return (a driver hop) per bundle cost about a quarter of
-        # resolving its rows. Released before a snapshot rebuild, which needs its own.
-        async with runtime.engine.connect() as conn:
-            for bundle in page.bundles:
-                try:
-                    await apply_bundle(runtime, bundle, conn)
-                except _BundleBreaksLocalForeignKeys as exc:
-                    broken = exc
-                    break
-                applied = True
-                after = bundle.bundle_seq
-                await report_progress(bundle_progress, after - start, target - start)
-        if broken is not None:
-            _log.warning(
-                "bundle %d breaks a local foreign key (local rows diverged from the"
-                " server's, e.g. after a conflict the server won with a deletion this device"
-                " has not pulled); rebuilding from snapshot", broken.bundle_seq,
-                extra={"user": runtime.user_id, "source_id": runtime.source_id},
-            )
-            return await rebuild_keep_source(runtime, progress)
+        for bundle in page.bundles:
+            try:
+                await apply_bundle(runtime, bundle, conn)
+            except _BundleBreaksLocalForeignKeys as broken:
+                _log.warning(
+                    "bundle %d breaks a local foreign key (local rows diverged from the"
+                    " server's, e.g. after a conflict the server won with a deletion this"
+                    " device has not pulled); rebuilding from snapshot", broken.bundle_seq,
+                    extra={"user": runtime.user_id, "source_id": runtime.source_id},
+                )
+                return None
+            applied = True
+            after = bundle.bundle_seq
+            await report_progress(bundle_progress, after - start, target - start)
         if after >= target:
-            outcome = (
-                RemoteSyncOutcome.APPLIED_INCREMENTAL if applied
-                else RemoteSyncOutcome.ALREADY_AT_TARGET
-            )
-            runtime.counters.pulls += 1
-            return RemoteSyncReport(outcome, await _status(runtime))
+            return applied
         if not page.bundles:
             raise ProtocolViolationError(
                 "pull_request", f"pull ended before reaching stable bundle seq {target}"
