@@ -190,3 +190,24 @@ async def test_run_commits_and_reports_a_deferred_violation_as_integrity_error(
         assert sqlstate_of(deferred.value) == "23503"
         assert not conn.invalidated
     assert await _count(table) == 1
+
+
+async def test_statement_caches_off_as_behind_a_transaction_pooler(
+    pg_url: str, table: AsyncEngine
+) -> None:
+    # docs/operations.md: the engine settings for PgBouncer in transaction mode.
+    uncached = create_async_engine(
+        sqlalchemy_url(pg_url),
+        connect_args={"statement_cache_size": 0, "prepared_statement_cache_size": 0},
+    )
+    try:
+        async with uncached.connect() as conn:
+            await _autocommit(conn)
+            for k in range(3):
+                row = (await fastsql.execute(conn, INSERT, {"k": k, "v": f"v{k}"})).one()
+                assert tuple(row) == (k, f"v{k}")
+            assert await conn.scalar(COUNT) == 3
+            prepared = await conn.scalar(sa.text("SELECT count(*) FROM pg_prepared_statements"))
+            assert prepared == 0
+    finally:
+        await uncached.dispose()
