@@ -11,6 +11,7 @@ from oversync_sa.litestar.actor import (
     UserIdResolver,
     actor_dependencies,
     scope_user_id,
+    sync_router_actor_dependencies,
 )
 from oversync_sa.litestar.decoding import DecodeError, decode_request
 from oversync_sa.litestar.exceptions import (
@@ -83,6 +84,7 @@ __all__ = [
     "TokenError",
     "UserIdResolver",
     "actor_dependencies",
+    "sync_router_actor_dependencies",
     "create_status_router",
     "create_sync_router",
     "decode_request",

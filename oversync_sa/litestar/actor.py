@@ -18,6 +18,7 @@ from typing import Any, Final
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
+from litestar.params import SkipValidation
 
 from oversync_sa.errors import AuthenticationFailedError, InvalidRequestError
 from oversync_sa.server.actor import Actor
@@ -30,6 +31,7 @@ __all__ = [
     "UserIdResolver",
     "actor_dependencies",
     "scope_user_id",
+    "sync_router_actor_dependencies",
 ]
 
 _log = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ UserIdResolver = Callable[
 ActorDependency = NamedDependency[Actor]
 #: Handler annotation for capabilities: ``optional_actor: OptionalActorDependency``.
 OptionalActorDependency = NamedDependency[Actor | None]
+#: The router's ``sync`` dependency as :func:`sync_router_actor_dependencies` takes it (unused).
+_Sync = NamedDependency[SkipValidation[Any]]
 
 
 def scope_user_id(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -77,8 +81,12 @@ def actor_dependencies(resolve_user_id: UserIdResolver = scope_user_id) -> dict[
     }
 
 
-def chained_actor_dependencies(resolve_user_id: UserIdResolver) -> dict[str, Provide]:
-    """:func:`actor_dependencies` for a router that also provides ``sync`` (the sync router).
+def sync_router_actor_dependencies(resolve_user_id: UserIdResolver) -> dict[str, Provide]:
+    """:func:`actor_dependencies` for a router that also provides ``sync``.
+
+    :func:`~oversync_sa.litestar.plugin.create_sync_router` uses it; a host assembling its own
+    router from the sync handlers and :func:`~oversync_sa.litestar.routes.sync_dependencies`
+    should too.
 
     The providers take ``sync`` without using it. Litestar resolves the dependencies of one
     depth concurrently, in an anyio task group of one task each; with ``actor`` one level
@@ -86,10 +94,12 @@ def chained_actor_dependencies(resolve_user_id: UserIdResolver) -> dict[str, Pro
     cost about 4 % of a server worker's CPU under load).
     """
 
-    async def provide_actor(request: Request[Any, Any, Any], sync: Any) -> Actor:
+    async def provide_actor(request: Request[Any, Any, Any], sync: _Sync) -> Actor:
         return await _resolve_actor(request, resolve_user_id)
 
-    async def provide_optional_actor(request: Request[Any, Any, Any], sync: Any) -> Actor | None:
+    async def provide_optional_actor(
+        request: Request[Any, Any, Any], sync: _Sync
+    ) -> Actor | None:
         try:
             return await _resolve_actor(request, resolve_user_id)
         except (AuthenticationFailedError, InvalidRequestError):

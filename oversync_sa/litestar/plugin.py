@@ -28,8 +28,8 @@ from litestar.types import ControllerRouterHandler, Middleware
 from oversync_sa.litestar.actor import (
     Actor,
     UserIdResolver,
-    chained_actor_dependencies,
     scope_user_id,
+    sync_router_actor_dependencies,
 )
 from oversync_sa.litestar.exceptions import exception_handlers
 from oversync_sa.litestar.head_routes import head_guards
@@ -113,7 +113,7 @@ def create_sync_router(
         # documents its own scheme.
         security=[{BEARER_AUTH: []}] if jwt is not None else None,
         dependencies={
-            **chained_actor_dependencies(resolve_user_id),
+            **sync_router_actor_dependencies(resolve_user_id),
             **sync_dependencies(SyncContext(service=service, watch_policy=watch_policy)),
         },
         exception_handlers=exception_handlers,

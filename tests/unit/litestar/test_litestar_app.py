@@ -9,6 +9,8 @@ from typing import Any
 import msgspec
 import pytest
 from litestar import Litestar, Request, Router, get, post
+from litestar._kwargs import kwargs_model
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath
 from litestar.testing import TestClient
 
@@ -29,6 +31,7 @@ from oversync_sa.litestar import (
     parse_pull_params,
     parse_push_id,
     sse_event,
+    sync_router_actor_dependencies,
 )
 from oversync_sa.wire import BundleChangeEvent, PushSessionChunkRequest, PushSessionChunkResponse
 
@@ -248,3 +251,83 @@ def test_sse_event_framing() -> None:
 def test_raw_payload_passes_through_json_response() -> None:
     body = json_response({"payload": msgspec.Raw(b'{"a": 1}')}).content
     assert body == b'{"payload":{"a": 1}}\n'
+
+
+# ------------------------------------------------ actor resolved after the router's ``sync``
+
+
+@get("/both")
+async def _both(actor: ActorDependency, sync: NamedDependency[Any]) -> Any:
+    return json_response({"user": actor.user_id, "source": actor.source_id, "sync": sync})
+
+
+@get("/maybe")
+async def _maybe(optional_actor: OptionalActorDependency, sync: NamedDependency[Any]) -> Any:
+    return json_response({"actor": optional_actor.user_id if optional_actor else None,
+                          "sync": sync})
+
+
+def _sync_router_app() -> Litestar:
+    def provide_sync() -> str:
+        return "context"
+
+    return Litestar(
+        route_handlers=[Router(
+            path="/sync",
+            route_handlers=[_both, _maybe],
+            dependencies={
+                **sync_router_actor_dependencies(lambda c: c.headers.get("x-user")),
+                "sync": Provide(provide_sync, use_cache=True, sync_to_thread=False),
+            },
+        )],
+        exception_handlers=exception_handlers,
+    )
+
+
+def test_sync_router_actor_dependencies_resolve_one_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Litestar makes an anyio task group only for several dependencies of one depth.
+    def no_task_group() -> Any:
+        raise AssertionError("dependencies resolved concurrently")
+
+    monkeypatch.setattr(kwargs_model, "create_task_group", no_task_group)
+    with TestClient(_sync_router_app()) as test_client:
+        ok = test_client.get("/sync/both", headers={"x-user": " u1 ", SOURCE_ID_HEADER: "d"})
+        _assert_json(ok, 200, {"user": "u1", "source": "d", "sync": "context"})
+        _assert_json(test_client.get("/sync/both", headers={SOURCE_ID_HEADER: "d"}), 401,
+                     {"error": "authentication_failed",
+                      "message": "authenticated user_id not found in request context"})
+        _assert_json(test_client.get("/sync/both", headers={"x-user": "u1"}), 400,
+                     {"error": "invalid_request",
+                      "message": "Oversync-Source-ID header is required"})
+        _assert_json(test_client.get("/sync/maybe"), 200, {"actor": None, "sync": "context"})
+        _assert_json(test_client.get("/sync/maybe", headers={"x-user": "u1",
+                                                             SOURCE_ID_HEADER: "d"}),
+                     200, {"actor": "u1", "sync": "context"})
+
+
+def test_plain_actor_dependencies_beside_sync_would_resolve_concurrently(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The case the chained providers avoid (keeps the test above honest).
+    made: list[int] = []
+    real = kwargs_model.create_task_group
+
+    def counting() -> Any:
+        made.append(1)
+        return real()
+
+    monkeypatch.setattr(kwargs_model, "create_task_group", counting)
+    app = Litestar(
+        route_handlers=[Router(
+            path="/sync", route_handlers=[_both],
+            dependencies={**actor_dependencies(lambda c: c.headers.get("x-user")),
+                          "sync": Provide(lambda: "context", sync_to_thread=False)},
+        )],
+        exception_handlers=exception_handlers,
+    )
+    with TestClient(app) as test_client:
+        response = test_client.get("/sync/both", headers={"x-user": "u1", SOURCE_ID_HEADER: "d"})
+    assert response.status_code == 200
+    assert made
