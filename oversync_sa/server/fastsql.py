@@ -41,7 +41,7 @@ from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import TextClause
 
-__all__ = ["Rows", "execute", "mapping", "run"]
+__all__ = ["Rows", "driver", "execute", "mapping", "run"]
 
 #: Statement -> (SQL for asyncpg, parameter names in ``$n`` order), or ``None``: use SQLAlchemy.
 _compiled: Final[weakref.WeakKeyDictionary[TextClause, tuple[str, tuple[str, ...]] | None]] = (
@@ -82,6 +82,18 @@ class Rows:
 
     def scalar_one(self) -> Any:
         return self.one()[0]
+
+
+async def driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``.
+
+    Read through the checked-out connection's attributes, without the greenlet hop of
+    ``AsyncConnection.get_raw_connection()``; an invalidated ``conn`` takes that call, which
+    reconnects.
+    """
+    if conn.invalidated:
+        return (await conn.get_raw_connection()).driver_connection
+    return conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
 
 
 def mapping(row: Any) -> Mapping[str, Any]:
@@ -137,11 +149,11 @@ async def _through_sqlalchemy(
 async def run(conn: AsyncConnection, sql: str) -> None:
     """A statement without parameters (``COMMIT``) on the driver connection, as
     ``await conn.exec_driver_sql(sql)`` would run it outside a SQLAlchemy transaction."""
-    driver = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+    connection = await driver(conn)
     try:
-        await driver.execute(sql)  # type: ignore[union-attr]
+        await connection.execute(sql)
     except Exception as exc:
-        await _raise_translated(conn, driver, exc, sql, [])
+        await _raise_translated(conn, connection, exc, sql, [])
 
 
 async def _raise_translated(

@@ -30,7 +30,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
@@ -133,11 +133,6 @@ def _lock_timeout_millis(duration: timedelta | float | None) -> int | None:
     return max(int(seconds * 1000), 1)
 
 
-async def _driver(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under ``conn``; with no SQLAlchemy transaction open it autocommits."""
-    return (await conn.get_raw_connection()).driver_connection
-
-
 async def _release(conn: AsyncConnection, user_id: str) -> None:
     """Unlock within :data:`UNLOCK_TIMEOUT_SECONDS`, or discard the connection with its lock."""
     if conn.closed or conn.invalidated:
@@ -146,7 +141,7 @@ async def _release(conn: AsyncConnection, user_id: str) -> None:
         async with asyncio.timeout(UNLOCK_TIMEOUT_SECONDS):
             if conn.in_transaction():
                 await conn.rollback()
-            raw = await _driver(conn)
+            raw = await fastsql.driver(conn)
             if raw.is_in_transaction():
                 # Something began a transaction behind SQLAlchemy's back; the unlock must not
                 # ride on it (a later ROLLBACK would not undo a session lock, but a failed
@@ -178,7 +173,7 @@ async def user_lock(engine: AsyncEngine, user_id: str) -> AsyncIterator[AsyncCon
     """
     async with engine.connect() as conn:
         try:
-            await (await _driver(conn)).fetchval(_LOCK_SQL, user_id)
+            await (await fastsql.driver(conn)).fetchval(_LOCK_SQL, user_id)
         except BaseException:
             # Cancelled or failed mid-acquire: the server may have granted the lock anyway.
             await _invalidate_quietly(conn)
@@ -222,7 +217,7 @@ async def _open(
     conn: AsyncConnection, user_id: str, lock_timeout: timedelta | float | None, defer: bool
 ) -> None:
     opening = _opening_sql(user_id, lock_timeout, defer)
-    raw = await _driver(conn)
+    raw = await fastsql.driver(conn)
     if opening is not None:
         await raw.execute(opening)
         return
@@ -262,7 +257,7 @@ async def _finish(conn: AsyncConnection, *, commit: bool) -> None:
 
 async def _is_idle(conn: AsyncConnection) -> bool:
     try:
-        raw = await _driver(conn)
+        raw = await fastsql.driver(conn)
         return not (raw.is_closed() or raw.is_in_transaction())
     except Exception:
         return False

@@ -48,6 +48,7 @@ from oversync_sa.errors import (
     PullFailedError,
     ServiceUnavailableError,
 )
+from oversync_sa.server import fastsql
 from oversync_sa.server.pull_encoded import (
     ENCODED_PAGE_SQL,
     EncodedPullPage,
@@ -328,7 +329,7 @@ async def _pull_page(
                 return shape.empty(stable), 0
             sql, params = shape.query(runtime)
             with clock.stage("list_bundle_seqs", expected=_NOT_ERRORS) as listing:
-                raw: Any = (await conn.get_raw_connection()).driver_connection
+                raw: Any = await fastsql.driver(conn)
                 records = await raw.fetch(
                     sql, scope.user_pk, max(after, floor), stable, max_bundles, *params
                 )

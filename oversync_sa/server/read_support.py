@@ -23,6 +23,7 @@ from msgspec import Raw
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from oversync_sa.errors import AuthenticationFailedError
+from oversync_sa.server import fastsql
 from oversync_sa.server.locks import user_lock
 from oversync_sa.server.runtime_info import RuntimeTable
 from oversync_sa.wire.keys import Op
@@ -102,7 +103,7 @@ async def driver_connection(conn: AsyncConnection) -> Any:
     before that would run outside the REPEATABLE READ snapshot. Callers therefore run at least
     one statement through ``conn`` first, and this check makes a violation fail loudly.
     """
-    raw = (await conn.get_raw_connection()).driver_connection
+    raw = await fastsql.driver(conn)
     if raw is None or not raw.is_in_transaction():
         raise RuntimeError("driver_connection() needs a transaction already started on conn")
     return raw

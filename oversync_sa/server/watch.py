@@ -46,6 +46,7 @@ from oversync_sa.errors import (
     InvalidRequestError,
     ServiceUnavailableError,
 )
+from oversync_sa.server import fastsql
 from oversync_sa.server.lifecycle import SHUTTING_DOWN_MESSAGE
 from oversync_sa.server.observer import notify
 from oversync_sa.server.scope import read_scope, require_initialized
@@ -476,7 +477,7 @@ class BundleChangeWatch:
 
 
 async def _driver_connection(conn: AsyncConnection) -> Any:
-    raw = (await conn.get_raw_connection()).driver_connection
+    raw = await fastsql.driver(conn)
     if raw is None:
         raise RuntimeError("the engine's connection has no driver connection")
     return raw

@@ -211,3 +211,16 @@ async def test_statement_caches_off_as_behind_a_transaction_pooler(
             assert prepared == 0
     finally:
         await uncached.dispose()
+
+
+async def test_driver_is_the_asyncpg_connection_and_reconnects_once_invalidated(
+    table: AsyncEngine,
+) -> None:
+    async with table.connect() as conn:
+        first = await fastsql.driver(conn)
+        assert first is (await conn.get_raw_connection()).driver_connection
+        assert await first.fetchval("SELECT 41 + 1") == 42
+        await conn.invalidate()
+        second = await fastsql.driver(conn)
+        assert second is not first
+        assert await second.fetchval("SELECT 1") == 1
