@@ -224,3 +224,21 @@ async def test_driver_is_the_asyncpg_connection_and_reconnects_once_invalidated(
         second = await fastsql.driver(conn)
         assert second is not first
         assert await second.fetchval("SELECT 1") == 1
+
+
+async def test_an_error_the_dialect_does_not_translate_propagates_as_it_is(
+    table: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with table.connect() as conn:
+        await _autocommit(conn)
+        driver = await fastsql.driver(conn)
+
+        async def broken(*_args: object) -> None:
+            raise OSError("socket trouble")
+
+        monkeypatch.setattr(type(driver), "fetch", broken)
+        with pytest.raises(OSError, match="socket trouble"):
+            await fastsql.execute(conn, COUNT)
+        assert not conn.invalidated  # the driver connection itself is still open
+        monkeypatch.undo()
+        assert (await fastsql.execute(conn, COUNT)).scalar() == 0
